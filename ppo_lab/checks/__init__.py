@@ -6,10 +6,10 @@ all imported below, so ``get(grade_id)`` knows every exercise of the course.
 import importlib
 import pkgutil
 
-from .core import REGISTRY, Case, Check, Mistake, Verdict, check, get, register, verify
+from .core import REGISTRY, Case, Check, Mistake, Verdict, answer_or_reference, check, get, register, verify
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in ("core", "inputs"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["REGISTRY", "Case", "Check", "Mistake", "Verdict", "check", "get", "register", "verify"]
+__all__ = ["REGISTRY", "Case", "Check", "Mistake", "Verdict", "answer_or_reference", "check", "get", "register", "verify"]

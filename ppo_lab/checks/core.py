@@ -353,3 +353,18 @@ class _Unsupported:
 
     def __repr__(self):
         return f"<{self.type_name}>"
+
+
+def answer_or_reference(answer, grade_id: str):
+    """For demos that build on an exercise: the student's answer if it passes its visible
+    check, otherwise ppo_lab's reference — and say which one runs, so nothing is hidden."""
+    item = get(grade_id)
+    seed = visible_seed(grade_id)
+    outputs, used_reference = run_answer(item, answer, seed, hidden=False)
+    verdict = verify(grade_id, False, seed, outputs, used_reference)
+    if verdict.passed:
+        print(f"Using your {item.reference_name}.")
+        return answer
+    print(f"Your {item.reference_name} does not pass its check yet, so this demo uses "
+          f"ppo_lab.{item.reference_name} instead.")
+    return item.reference
