@@ -1,0 +1,340 @@
+"""PPO from start to finish, in one file you can read top to bottom.
+
+One update of PPO:
+  1. Rollout: run the current policy for ``num_steps`` steps in ``num_envs`` environments and
+     store what happened (observations, actions, their log-probabilities, values, rewards).
+  2. Advantages: Generalized Advantage Estimation over the rollout, bootstrapping wherever an
+     episode did not really end (time-limit truncation, end of the rollout).
+  3. Optimisation: ``num_epochs`` passes over the rollout in ``num_minibatches`` shuffled
+     minibatches, minimising the PPO-Clip loss + value loss - entropy bonus.
+Then the rollout is thrown away and the next update collects a fresh one with the new policy.
+
+Every reference function of the course appears where it is used: ``compute_gae`` (chapter 4),
+``ppo_objective_with_diagnostics`` and ``get_lr`` (chapter 3).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from tqdm.auto import tqdm
+
+from .agent import ActorCritic
+from .envs import BatchedCartPole
+from .gae import compute_gae
+from .ppo import get_lr, ppo_objective_with_diagnostics
+
+
+@dataclass
+class PPOConfig:
+    """PPO's hyperparameters. The first block are the usual defaults (tuned for MuJoCo/Atari-sized
+    problems); ``PPOConfig.fast_cartpole()`` is a setting that solves CartPole in seconds."""
+
+    clip_epsilon: float = 0.2  # trust region: the ratio may move by +/- epsilon per update
+    learning_rate: float = 3e-4  # Adam step size at the start (annealed to 0 if anneal_lr)
+    num_epochs: int = 10  # passes over each rollout
+    num_minibatches: int = 32  # minibatches per pass
+    gamma: float = 0.99  # discount factor
+    gae_lambda: float = 0.95  # GAE bias/variance trade-off
+    entropy_coef: float = 0.01  # weight of the entropy bonus (keeps exploring)
+    value_coef: float = 0.5  # weight of the value loss
+    max_grad_norm: float = 0.5  # gradients are rescaled to at most this global norm
+    num_steps: int = 2048  # steps per env per rollout (rollout = num_steps * num_envs transitions)
+    num_envs: int = 8  # parallel environments
+    total_timesteps: int = 500_000  # env steps over the whole run
+    anneal_lr: bool = True  # linear decay of the learning rate to 0 over the run (get_lr)
+    target_kl: float | None = None  # stop an update's epochs early once approx KL exceeds this
+    norm_adv: bool = True  # normalise advantages per minibatch (mean 0, std 1)
+    seed: int = 1
+
+    def __post_init__(self):
+        for name in ("num_epochs", "num_minibatches", "num_steps", "num_envs", "total_timesteps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name, low, high in (("clip_epsilon", 0.0, 1.0), ("gamma", 0.0, 1.0), ("gae_lambda", 0.0, 1.0)):
+            value = getattr(self, name)
+            if not low < value <= high or (name == "clip_epsilon" and value == high):
+                raise ValueError(f"{name} must be in ({low}, {high}{')' if name == 'clip_epsilon' else ']'}, got {value!r}")
+        for name in ("learning_rate", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("entropy_coef", "value_coef"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.target_kl is not None and not self.target_kl > 0:
+            raise ValueError(f"target_kl must be > 0 or None (off), got {self.target_kl!r}")
+        if self.num_steps * self.num_envs < 2 * self.num_minibatches:
+            raise ValueError(
+                f"num_minibatches={self.num_minibatches} is too many for a rollout of "
+                f"num_steps * num_envs = {self.num_steps * self.num_envs} transitions (need >= 2 per minibatch)"
+            )
+        if self.total_timesteps < self.num_steps * self.num_envs:
+            raise ValueError(
+                f"total_timesteps={self.total_timesteps} is less than one rollout "
+                f"(num_steps * num_envs = {self.num_steps * self.num_envs})"
+            )
+
+    @property
+    def num_updates(self) -> int:
+        """Number of rollout + optimisation rounds in a run."""
+        return self.total_timesteps // (self.num_steps * self.num_envs)
+
+    @classmethod
+    def fast_cartpole(cls, **overrides) -> "PPOConfig":
+        """A setting that solves CartPole-v1 in a few seconds on one CPU core (measured in bench/).
+
+        Many environments and short rollouts give big, fresh batches cheaply (BatchedCartPole
+        steps 128 carts about as fast as one); a few large minibatches keep the number of Adam
+        steps, the real cost, small.
+        """
+        tuned = dict(
+            num_envs=128, num_steps=32, num_minibatches=4, num_epochs=4,
+            learning_rate=2.5e-3, gamma=0.99, gae_lambda=0.9, entropy_coef=0.0,
+            total_timesteps=200_000, anneal_lr=True,
+        )  # fmt: skip
+        return cls(**{**tuned, **overrides})
+
+    def replace(self, **changes) -> "PPOConfig":
+        """A copy with some fields changed (validated like a new config)."""
+        return dataclasses.replace(self, **changes)
+
+
+def train_ppo(config: PPOConfig | None = None, env=None, *, progress: bool = True, callback=None, agent=None):
+    """Train an actor-critic with PPO.
+
+    Args:
+        config: hyperparameters (default ``PPOConfig()``).
+        env: a vector env with discrete actions: ``BatchedCartPole`` (default:
+            ``BatchedCartPole(config.num_envs, seed=config.seed)``) or a Gymnasium vector env, with
+            SAME_STEP or Gymnasium's default NEXT_STEP autoreset.
+        progress: show a progress bar.
+        callback: called after every update with that update's history row; return True to stop.
+        agent: an ``ActorCritic`` to keep training (default: a new one, seeded by config.seed).
+
+    Returns:
+        ``(agent, history)``: history has one dict per update (see ``_history_row``).
+
+    Set ``torch.set_num_threads(1)`` before calling: networks this small only lose from threads,
+    and a fixed thread count keeps a seeded run reproducible.
+    """
+    config = PPOConfig() if config is None else config
+    if not isinstance(config, PPOConfig):
+        raise ValueError(f"config must be a PPOConfig, got {type(config).__name__}")
+    torch.manual_seed(config.seed)
+    env = BatchedCartPole(config.num_envs, seed=config.seed) if env is None else env
+    if env.num_envs != config.num_envs:
+        raise ValueError(f"env has {env.num_envs} environments but config.num_envs is {config.num_envs}")
+    autoreset_mode = _autoreset_mode(env)
+    obs_dim = env.single_observation_space.shape[0]
+    agent = ActorCritic(obs_dim, int(env.single_action_space.n)) if agent is None else agent
+    optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
+    T, N = config.num_steps, config.num_envs
+
+    # Rollout storage, time-major [T, N], filled in place every update.
+    obs = torch.zeros(T, N, obs_dim)
+    actions = torch.zeros(T, N, dtype=torch.long)
+    log_probs = torch.zeros(T, N)
+    values = torch.zeros(T, N)
+    rewards = torch.zeros(T, N)
+    dones = torch.zeros(T, N)
+    valid = torch.ones(T, N, dtype=torch.bool)
+
+    next_obs = _as_obs(env.reset(seed=config.seed)[0])
+    # With NEXT_STEP autoreset the step after an episode's end is not a transition: the env ignores
+    # the action and only returns the first observation of the next episode. Such steps are
+    # masked out of the loss. (SAME_STEP envs reset inside the final step; nothing to mask.)
+    next_is_reset_step = torch.zeros(N, dtype=torch.bool)
+    running_return = torch.zeros(N)
+    history, start, global_step = [], time.perf_counter(), 0
+
+    bar = tqdm(total=config.num_updates, disable=not progress, desc="PPO", unit="update")
+    for update in range(config.num_updates):
+        lr = get_lr(update, config.num_updates, config.learning_rate) if config.anneal_lr else config.learning_rate
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        # ---- 1. Rollout with the current policy (no gradients needed: this is data) ----
+        finished_returns = []
+        for t in range(T):
+            obs[t] = next_obs
+            valid[t] = ~next_is_reset_step
+            with torch.no_grad():
+                policy = agent.policy(next_obs)
+                action = policy.sample()
+                log_probs[t] = policy.log_prob(action)
+                values[t] = agent.value(next_obs)
+            actions[t] = action
+            next_obs, reward, terminated, truncated, final_obs = _step(env, action, autoreset_mode)
+            done = terminated | truncated
+            running_return += reward
+            if done.any():
+                finished_returns += running_return[done].tolist()
+                running_return[done] = 0.0
+
+            # A time limit is not a terminal state: the cart could have kept going, and the return
+            # after the cut is worth V(final_obs). compute_gae only knows terminations, so add that
+            # value to this step's reward and then cut the episode here (done = 1), which stops GAE
+            # from looking past it into the next episode.
+            cut_by_time_limit = truncated & ~terminated
+            with torch.no_grad():
+                rewards[t] = reward + config.gamma * agent.value(final_obs) * cut_by_time_limit
+            dones[t] = done.float()
+            if autoreset_mode is AutoresetMode.NEXT_STEP:
+                next_is_reset_step = done
+            global_step += N
+
+        # ---- 2. Advantages: GAE, bootstrapping the rollout's end from V(s_T) ----
+        with torch.no_grad():
+            last_value = agent.value(next_obs)
+        advantages, returns = compute_gae(rewards, values, dones, last_value, config.gamma, config.gae_lambda)
+
+        # Flatten [T, N] -> [B] and drop the NEXT_STEP reset steps.
+        keep = valid.flatten()
+        b_obs = obs.flatten(0, 1)[keep]
+        b_actions, b_log_probs = actions.flatten()[keep], log_probs.flatten()[keep]
+        b_advantages, b_returns, b_values = advantages.flatten()[keep], returns.flatten()[keep], values.flatten()[keep]
+
+        # ---- 3. Optimisation: several epochs of minibatch steps on the same rollout ----
+        stats = {"policy_loss": [], "value_loss": [], "entropy": [], "clip_fraction": [], "approx_kl": []}
+        kl_exceeded = False
+        for epoch in range(config.num_epochs):
+            for batch in torch.randperm(len(b_obs)).tensor_split(config.num_minibatches):
+                policy = agent.policy(b_obs[batch])
+                new_log_probs = policy.log_prob(b_actions[batch])
+                entropy = policy.entropy().mean()
+                batch_advantages = b_advantages[batch]
+                if config.norm_adv:
+                    # Per minibatch: the loss scale stays the same whatever the reward scale.
+                    batch_advantages = (batch_advantages - batch_advantages.mean()) / (batch_advantages.std() + 1e-8)
+                # ratio = exp(new - old log-prob) with the old log-probs constant, clipped at 1 +/- eps.
+                ppo = ppo_objective_with_diagnostics(
+                    b_log_probs[batch], new_log_probs, batch_advantages, config.clip_epsilon
+                )
+                value_loss = (agent.value(b_obs[batch]) - b_returns[batch]).pow(2).mean()
+                loss = ppo["loss"] + config.value_coef * value_loss - config.entropy_coef * entropy
+
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
+                optimizer.step()
+
+                for key, value in (("policy_loss", ppo["loss"]), ("value_loss", value_loss), ("entropy", entropy)):
+                    stats[key].append(value.item())
+                stats["clip_fraction"].append(ppo["clip_fraction"])
+                stats["approx_kl"].append(ppo["approx_kl"])
+                # The policy has moved further from the one that collected the data than we trust:
+                # stop reusing this rollout.
+                if config.target_kl is not None and ppo["approx_kl"] > config.target_kl:
+                    kl_exceeded = True
+                    break
+            if kl_exceeded:
+                break
+
+        row = _history_row(update, global_step, lr, stats, b_values, b_returns, finished_returns, start)
+        history.append(row)
+        bar.update(1)
+        bar.set_postfix(mean_return=f"{row['mean_episode_return']:.1f}")
+        if callback is not None and callback(row):
+            break
+    bar.close()
+    return agent, history
+
+
+def _history_row(update, global_step, lr, stats, values, returns, finished_returns, start) -> dict:
+    """One update's diagnostics as plain Python numbers."""
+    # Explained variance: 1 = the critic predicts the returns perfectly, 0 = no better than their mean.
+    returns_var = returns.var().item()
+    explained_variance = float("nan") if returns_var == 0 else 1.0 - (returns - values).var().item() / returns_var
+    return {
+        "update": update + 1,
+        "global_step": global_step,
+        "learning_rate": lr,
+        **{key: float(np.mean(values_)) for key, values_ in stats.items()},
+        "explained_variance": explained_variance,
+        "episode_returns": finished_returns,
+        "mean_episode_return": float(np.mean(finished_returns)) if finished_returns else float("nan"),
+        "wall_time": time.perf_counter() - start,
+    }
+
+
+def evaluate(agent, env=None, *, episodes: int = 20, deterministic: bool = True, seed: int | None = None) -> list[float]:
+    """Returns of ``episodes`` complete episodes of ``agent``, run in parallel.
+
+    Args:
+        agent: anything with ``act(obs [N, obs_dim] tensor, deterministic) -> actions [N]``.
+        env: None (a ``BatchedCartPole`` with one env per episode), a number of envs, or a vector
+            env (BatchedCartPole or Gymnasium); it is reset with ``seed``.
+        episodes: how many episodes to return.
+        deterministic: take the most likely action instead of sampling.
+        seed: seed for the environment resets.
+
+    Every env plays the same number of episodes (the first ones it finishes), so short episodes
+    are not over-represented the way "the first 20 episodes to finish" would be.
+    """
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
+    if env is None or isinstance(env, int):
+        num_envs = episodes if env is None else env
+        if isinstance(num_envs, bool) or num_envs < 1:
+            raise ValueError(f"env must be a vector env, a positive number of envs or None, got {env!r}")
+        env = BatchedCartPole(num_envs, seed=seed)
+    autoreset_mode = _autoreset_mode(env)
+    per_env = -(-episodes // env.num_envs)  # ceil: episodes each env must finish
+    finished = [[] for _ in range(env.num_envs)]
+    running_return = torch.zeros(env.num_envs)
+    obs = _as_obs(env.reset(seed=seed)[0])
+    while min(len(returns) for returns in finished) < per_env:
+        actions = agent.act(obs, deterministic=deterministic)
+        obs, reward, terminated, truncated, _ = _step(env, actions, autoreset_mode)
+        running_return += reward  # NEXT_STEP reset steps have reward 0: they add nothing
+        done = terminated | truncated
+        if done.any():
+            for i in done.nonzero().flatten().tolist():
+                finished[i].append(running_return[i].item())
+            running_return[done] = 0.0
+    # Round by round (every env's first episode, then every env's second, ...), cut at `episodes`.
+    return [finished[i][k] for k in range(per_env) for i in range(env.num_envs)][:episodes]
+
+
+def _autoreset_mode(env) -> AutoresetMode:
+    mode = getattr(env, "metadata", {}).get("autoreset_mode", AutoresetMode.NEXT_STEP)
+    if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
+        raise ValueError(f"env must autoreset (NEXT_STEP or SAME_STEP), got autoreset_mode={mode!r}")
+    return mode
+
+
+def _as_obs(obs) -> torch.Tensor:
+    return torch.as_tensor(obs, dtype=torch.float32)
+
+
+def _step(env, actions: torch.Tensor, autoreset_mode: AutoresetMode):
+    """``env.step`` in torch tensors, for BatchedCartPole and Gymnasium (numpy) vector envs alike.
+
+    Returns:
+        next_obs ``[N, obs_dim]``, reward ``[N]`` float32, terminated ``[N]`` bool, truncated
+        ``[N]`` bool and final_obs ``[N, obs_dim]``: the observation each env really reached with
+        this step. It differs from next_obs only where a SAME_STEP env has just reset; with
+        NEXT_STEP autoreset next_obs is still the last observation of an episode that ended.
+    """
+    if isinstance(env, BatchedCartPole):
+        next_obs, reward, terminated, truncated, info = env.step(actions)
+        return next_obs, reward, terminated, truncated, info["final_obs"]
+    next_obs, reward, terminated, truncated, info = env.step(actions.cpu().numpy())
+    next_obs = _as_obs(next_obs)
+    final_obs = next_obs
+    if autoreset_mode is AutoresetMode.SAME_STEP and "_final_obs" in info:
+        ended = torch.as_tensor(info["_final_obs"], dtype=torch.bool)
+        final_obs = next_obs.clone()
+        final_obs[ended] = _as_obs(np.stack(info["final_obs"][info["_final_obs"]]))
+    return (
+        next_obs,
+        torch.as_tensor(reward, dtype=torch.float32),
+        torch.as_tensor(terminated, dtype=torch.bool),
+        torch.as_tensor(truncated, dtype=torch.bool),
+        final_obs,
+    )
