@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt
 STAMP := $(VENV)/.installed
 PORT ?= 8888
+TOKEN ?= $(shell $(PYTHON) -c 'import secrets; print(secrets.token_hex(16))')
 LAB_ARGS ?=
 FIRST_CHAPTER := notebooks/01_vanilla_pg/01_vanilla_pg.ipynb
 
@@ -20,11 +21,13 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PIP) -e '.[test]'
 	touch $@
 
-# JupyterLab opens chapter 1 (or the notebooks folder until it exists). Running as root needs --allow-root.
+# JupyterLab on chapter 1, serving the whole repo so every chapter is one click away.
+# Running as root needs --allow-root.
 lab: $(STAMP)
+	@echo; echo "  Open chapter 1: http://127.0.0.1:$(PORT)/lab/tree/$(FIRST_CHAPTER)?token=$(TOKEN)"; echo
 	$(VENV)/bin/jupyter lab --no-browser --port=$(PORT) --ServerApp.root_dir=. \
-		$$( [ "$$(id -u)" = 0 ] && echo --allow-root ) \
-		$$( [ -f $(FIRST_CHAPTER) ] && echo $(FIRST_CHAPTER) || echo notebooks ) $(LAB_ARGS)
+		--IdentityProvider.token=$(TOKEN) $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) \
+		$(FIRST_CHAPTER) $(LAB_ARGS)
 
 # Debian's Chromium for the browser tests; never a browser downloaded by playwright.
 chromium:
