@@ -1,15 +1,49 @@
 """Checks for chapter 1: ``pg_loss``."""
+import warnings
+
 import torch
 
 from .. import pg
-from .core import Case, Check, Mistake, register
+from .core import Case, Check, Mistake, compare, register
 from .inputs import log_probs, normal, value_and_grads
+
+
+def _with_nans_as_sentinel(value):
+    """NaN -> a fixed number, recursively, so two answers that both produce NaN in the same places compare equal."""
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return torch.where(torch.isnan(value), torch.full_like(value, -1234.5), value)
+    if isinstance(value, dict):
+        return {key: _with_nans_as_sentinel(item) for key, item in value.items()}
+    return value
+
+
+def judge_nan_aware(got, want, case: Case) -> str | None:
+    """``compare``, except that matching NaNs count as equal.
+
+    The reference never returns NaN, so this changes nothing for grading; it lets feedback
+    recognise mistakes whose symptom IS a NaN (0/0 after an underflow, log(0) * 0).
+    """
+    problem = compare(got, want, case)
+    if problem is not None and compare(_with_nans_as_sentinel(got), _with_nans_as_sentinel(want), case) is None:
+        return None
+    return problem
+
+
+def _loss_with_normalised_advantages(log_probs, advantages):
+    with warnings.catch_warnings():  # std of a single advantage is NaN; the warning would only be noise
+        warnings.simplefilter("ignore", UserWarning)
+        normalised = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    return -(log_probs * normalised).mean()
 
 
 def _cases(generator: torch.Generator, hidden: bool) -> list[Case]:
     sizes = [1, 7, 256] if hidden else [5]
     cases = [Case(f"B = {b}", {"log_probs": log_probs(generator, b), "advantages": normal(generator, b)})
              for b in sizes]
+    # A rollout kept time-major [T, N] (T steps of N envs): the mean runs over every element.
+    rollout = (16, 8) if hidden else (4, 3)
+    cases.append(Case("[T, N] rollout", {"log_probs": log_probs(generator, *rollout),
+                                         "advantages": normal(generator, *rollout)}))
     if hidden:
         cases.append(Case("all advantages positive", {"log_probs": log_probs(generator, 9),
                                                       "advantages": normal(generator, 9).abs() + 0.1}))
@@ -23,6 +57,7 @@ register(Check(
     make_cases=_cases,
     reference=pg.pg_loss,
     run=lambda answer, case: value_and_grads(answer, case, wrt=("log_probs",)),
+    judge=judge_nan_aware,
     mistakes=(
         Mistake("missing_minus", "looks like the minus sign is missing: the loss must be MINIMISED",
                 lambda log_probs, advantages: (log_probs * advantages).mean()),
@@ -30,5 +65,10 @@ register(Check(
                 lambda log_probs, advantages: -(log_probs * advantages).sum()),
         Mistake("probabilities_not_log", "looks like probabilities were used instead of log-probabilities",
                 lambda log_probs, advantages: -(log_probs.exp() * advantages).mean()),
+        Mistake("normalised_advantages",
+                "looks like the advantages were normalised inside the loss: pg_loss uses them as given",
+                _loss_with_normalised_advantages),
+        Mistake("mean_over_time_only", "looks like a mean over the first dimension only: average every element",
+                lambda log_probs, advantages: -(log_probs * advantages).mean(0).sum()),
     ),
 ))
