@@ -1,4 +1,4 @@
-"""Chapter 2: probability_ratio, categorical_kl, conjugate_gradient — references and their checks."""
+"""Chapter 2: probability_ratio, categorical_kl, conjugate_gradient (references and checks), the TRPO update."""
 import math
 
 import pytest
@@ -8,9 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.distributions import Categorical, kl_divergence
 
+from ppo_lab.agent import ActorCritic
 from ppo_lab.checks import get, verify
 from ppo_lab.checks.core import run_answer
+from ppo_lab.envs import BatchedCartPole
+from ppo_lab.rollout import RolloutCollector
 from ppo_lab.trpo import categorical_kl, conjugate_gradient, probability_ratio
+from ppo_lab.trpo_train import TRPOConfig, fisher_vector_product, train_trpo, trpo_policy_step
 
 
 def graded(grade_id, answer, hidden, seed=7):
@@ -282,3 +286,100 @@ def test_unimplemented_exercises_score_zero_without_crashing():
         for hidden in (False, True):
             verdict = graded(grade_id, stub, hidden)
             assert not verdict.passed and "not implemented yet" in verdict.message
+
+
+# --- the TRPO update and trainer ----------------------------------------------------------------
+
+def fresh_rollout(seed=0, num_envs=8, num_steps=64, hidden=16):
+    torch.manual_seed(seed)
+    agent = ActorCritic(hidden=hidden)
+    rollout = RolloutCollector(BatchedCartPole(num_envs, seed=seed), seed=seed).collect(agent, num_steps)
+    return agent, rollout
+
+
+def test_rollout_shapes_and_episode_bookkeeping():
+    agent, rollout = fresh_rollout(num_envs=4, num_steps=100)
+    assert len(rollout) == 400 and rollout.obs.shape == (400, 4) and rollout.logits.shape == (400, 2)
+    assert torch.allclose(rollout.returns, rollout.advantages + rollout.values)
+    # A random policy drops the pole within ~10-60 steps: several episodes end, each lasting >= 8 steps.
+    assert len(rollout.episode_returns) >= 4 and min(rollout.episode_returns) >= 8
+    assert torch.allclose(rollout.log_probs, torch.log_softmax(rollout.logits, -1).gather(1, rollout.actions[:, None])[:, 0])
+
+
+def test_rollout_collector_rejects_next_step_autoreset_envs():
+    import gymnasium
+
+    env = gymnasium.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    with pytest.raises(ValueError, match="SAME_STEP"):
+        RolloutCollector(env)
+    with pytest.raises(ValueError, match="num_steps must be a positive integer"):
+        RolloutCollector(BatchedCartPole(2)).collect(ActorCritic(), 0)
+
+
+def test_fisher_vector_product_matches_the_explicit_hessian_of_the_kl():
+    torch.manual_seed(0)
+    actor = torch.nn.Linear(3, 2)  # small enough to build the Hessian explicitly
+    obs = torch.randn(20, 3)
+    with torch.no_grad():
+        old_logits = actor(obs)
+    params = list(actor.parameters())
+    shapes = [p.shape for p in params]
+
+    def mean_kl(flat):
+        weight, bias = flat[:6].reshape(shapes[0]), flat[6:].reshape(shapes[1])
+        return categorical_kl(old_logits, obs @ weight.T + bias).mean()
+
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    hessian = torch.autograd.functional.hessian(mean_kl, flat)
+    v = torch.randn(8)
+    product = fisher_vector_product(actor, obs, old_logits, damping=0.1)
+    assert torch.allclose(product(v), hessian @ v + 0.1 * v, atol=1e-5)
+
+
+def test_a_trpo_step_respects_the_trust_region_and_improves_the_surrogate():
+    agent, rollout = fresh_rollout()
+    config = TRPOConfig(max_kl=0.01)
+    before = [p.detach().clone() for p in agent.actor.parameters()]
+    step = trpo_policy_step(agent.actor, rollout, config)
+    assert step["step_accepted"] and 0 < step["kl"] <= 0.01 and step["surrogate_improvement"] > 0
+    with torch.no_grad():
+        kl = categorical_kl(rollout.logits, agent.actor(rollout.obs)).mean().item()
+    assert kl == pytest.approx(step["kl"])
+    assert any(not torch.equal(b, p) for b, p in zip(before, agent.actor.parameters()))
+
+
+def test_a_tiny_trust_region_still_moves_and_a_zero_signal_changes_nothing():
+    agent, rollout = fresh_rollout(seed=1)
+    step = trpo_policy_step(agent.actor, rollout, TRPOConfig(max_kl=1e-6))
+    assert step["step_accepted"] and step["kl"] <= 1e-6
+    rollout.advantages = torch.zeros_like(rollout.advantages)
+    before = [p.detach().clone() for p in agent.actor.parameters()]
+    step = trpo_policy_step(agent.actor, rollout, TRPOConfig())
+    assert not step["step_accepted"]
+    assert all(torch.equal(b, p) for b, p in zip(before, agent.actor.parameters()))
+
+
+@pytest.mark.parametrize("changes, argument", [
+    (dict(max_kl=0.0), "max_kl must be > 0"),
+    (dict(cg_steps=0), "cg_steps must be a positive integer"),
+    (dict(backtrack_coef=1.0), "backtrack_coef must be in"),
+    (dict(gamma=1.5), "gamma must be in"),
+    (dict(cg_damping=-0.1), "cg_damping must be >= 0"),
+    (dict(total_timesteps=100), "total_timesteps=100 is less than one rollout"),
+])
+def test_trpo_config_rejects_bad_values_naming_them(changes, argument):
+    with pytest.raises(ValueError, match=argument):
+        TRPOConfig(**changes)
+
+
+@pytest.mark.slow
+def test_train_trpo_solves_cartpole():
+    torch.set_num_threads(1)
+    agent, history = train_trpo(TRPOConfig(seed=1), progress=False)
+    assert len(history) == TRPOConfig().num_updates
+    assert all(row["kl"] <= TRPOConfig().max_kl for row in history)
+    late = [r for row in history[-8:] for r in row["episode_returns"]]
+    assert sum(late) / len(late) > 400, sum(late) / len(late)
+    first = history[0]["mean_episode_return"]
+    assert first < 50  # it really learned: a random policy lasts ~20 steps
+    assert {"rollout_time", "policy_time", "value_time", "wall_time", "global_step"} <= set(history[-1])
