@@ -49,7 +49,9 @@ class ActorCritic(nn.Module):
 
     def policy(self, obs: torch.Tensor) -> Categorical:
         """The action distribution for a batch of observations ``[B, obs_dim]`` (batch shape ``[B]``)."""
-        return Categorical(logits=self.actor(obs))
+        # validate_args=False: logits straight from the network need no checking, and the check
+        # costs about as much as the network itself at these sizes.
+        return Categorical(logits=self.actor(obs), validate_args=False)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """V(s) for ``[B, obs_dim]`` observations, shape ``[B]``."""
@@ -64,4 +66,4 @@ class ActorCritic(nn.Module):
         logits = self.actor(torch.as_tensor(obs, dtype=torch.float32))
         if deterministic:
             return logits.argmax(dim=-1)
-        return Categorical(logits=logits).sample()
+        return Categorical(logits=logits, validate_args=False).sample()

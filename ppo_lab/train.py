@@ -132,7 +132,8 @@ def train_ppo(config: PPOConfig | None = None, env=None, *, progress: bool = Tru
     autoreset_mode = _autoreset_mode(env)
     obs_dim = env.single_observation_space.shape[0]
     agent = ActorCritic(obs_dim, int(env.single_action_space.n)) if agent is None else agent
-    optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5)
+    # fused=True: one kernel for the whole Adam update instead of a few per parameter tensor.
+    optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5, fused=True)
     T, N = config.num_steps, config.num_envs
 
     # Rollout storage, time-major [T, N], filled in place every update.

@@ -1,0 +1,151 @@
+"""Wall time to solve CartPole-v1: ppo_lab's PPO vs Stable-Baselines3's PPO, both on the CPU.
+
+    python -m bench.cartpole [--seeds 1 2 3] [--sb3-eval-every 1024]
+
+"Solved" means: the mean return of 20 deterministic evaluation episodes is >= 475. Both agents
+are evaluated by the same function (``is_solved``: 20 episodes in parallel in a BatchedCartPole
+with a fixed seed), and the evaluation time counts in the wall time of both:
+
+* ppo_lab: ``PPOConfig.fast_cartpole()`` on ``BatchedCartPole``, evaluated after every update.
+* SB3 2.x: the RL-Zoo CartPole-v1 hyperparameters (8 envs x 32 steps, batch 256, 20 epochs,
+  gamma 0.98, GAE lambda 0.8, no entropy bonus, lr and clip range linear from 1e-3 and 0.2 to 0,
+  1e5 steps) on Gymnasium's CartPole-v1, evaluated every ``--sb3-eval-every`` env steps by a
+  callback that stops training once solved.
+
+The clock starts before the agent and its environments are built. Both use one torch thread
+(a second one does not help networks this small). Each seed runs ppo_lab and SB3 back to back,
+so the two see the same machine load; a short warm-up run of each comes first.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from ppo_lab.agent import ActorCritic
+from ppo_lab.envs import MAX_EPISODE_STEPS, BatchedCartPole
+from ppo_lab.train import PPOConfig, train_ppo
+
+SOLVED_RETURN = 475.0
+EVAL_EPISODES = 20
+EVAL_SEED = 12345
+SB3_TIMESTEPS = 100_000
+
+
+def is_solved(agent) -> bool:
+    """Is the mean return of EVAL_EPISODES deterministic episodes >= SOLVED_RETURN?
+
+    The episodes run in parallel, one per env, and the answer is given as soon as it is known:
+    once the episodes that have ended lost so much that even 500 in every running one could not
+    lift the mean to the mark, the rest are not played out. The answer is the same as that of the
+    full evaluation; only wasted steps are skipped (for both agents alike).
+    """
+    env = BatchedCartPole(EVAL_EPISODES, seed=EVAL_SEED)
+    obs, _ = env.reset()
+    episode_return = torch.zeros(EVAL_EPISODES)
+    running = torch.ones(EVAL_EPISODES, dtype=torch.bool)  # still in its first episode
+    needed = SOLVED_RETURN * EVAL_EPISODES
+    while running.any():
+        obs, reward, terminated, truncated, _ = env.step(agent.act(obs, deterministic=True))
+        episode_return += reward * running
+        running &= ~(terminated | truncated)
+        best_possible = episode_return[~running].sum() + MAX_EPISODE_STEPS * running.sum()
+        if best_possible < needed:
+            return False
+    return True
+
+
+def run_ppo_lab(seed: int, config: PPOConfig | None = None) -> tuple[float, int, bool]:
+    """Wall seconds and env steps until solved (or until the run's budget ends), and whether it solved."""
+    config = PPOConfig.fast_cartpole(seed=seed) if config is None else config
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    agent = ActorCritic()
+    result = {"steps": 0, "solved": False}
+
+    def stop_when_solved(row: dict) -> bool:
+        result["steps"] = row["global_step"]
+        result["solved"] = is_solved(agent)
+        return result["solved"]
+
+    train_ppo(config, progress=False, callback=stop_when_solved, agent=agent)
+    return time.perf_counter() - start, result["steps"], result["solved"]
+
+
+class _SB3Agent:
+    """Gives an SB3 policy the ``act(obs, deterministic)`` that ``is_solved`` calls."""
+
+    def __init__(self, policy):
+        self.policy = policy
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        return self.policy.get_distribution(obs).get_actions(deterministic=deterministic)
+
+
+def run_sb3(seed: int, eval_every: int, total_timesteps: int = SB3_TIMESTEPS) -> tuple[float, int, bool]:
+    """Same measurement for SB3 PPO with the RL-Zoo hyperparameters for CartPole-v1."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+
+    class StopWhenSolved(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.solved = False
+            self.next_eval = eval_every
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps < self.next_eval:
+                return True
+            self.next_eval += eval_every
+            self.solved = is_solved(_SB3Agent(self.model.policy))
+            return not self.solved
+
+    start = time.perf_counter()
+    env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
+    model = PPO(
+        "MlpPolicy", env, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0,
+        learning_rate=lambda progress_remaining: 1e-3 * progress_remaining,
+        clip_range=lambda progress_remaining: 0.2 * progress_remaining,
+        seed=seed, device="cpu", verbose=0,
+    )  # fmt: skip
+    callback = StopWhenSolved()
+    model.learn(total_timesteps=total_timesteps, callback=callback)
+    return time.perf_counter() - start, model.num_timesteps, callback.solved
+
+
+def _cell(seconds: float, steps: int, solved: bool) -> str:
+    return f"{seconds:7.2f} s {steps:8,d}{'' if solved else ' (not solved)'}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--sb3-eval-every", type=int, default=1024, help="env steps between SB3 evaluations")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+
+    print("warming up ...", flush=True)
+    run_ppo_lab(0, PPOConfig.fast_cartpole(seed=0, total_timesteps=4 * 4096))
+    run_sb3(0, args.sb3_eval_every, total_timesteps=2048)
+
+    print(f"{'seed':>4} | {'ppo_lab: wall, env steps':>30} | {'SB3 (RL Zoo): wall, env steps':>30} | speed-up")
+    ppo_lab_times, sb3_times = [], []
+    for seed in args.seeds:
+        ours = run_ppo_lab(seed)
+        theirs = run_sb3(seed, args.sb3_eval_every)
+        ppo_lab_times.append(ours[0])
+        sb3_times.append(theirs[0])
+        print(f"{seed:>4} | {_cell(*ours):>30} | {_cell(*theirs):>30} | {theirs[0] / ours[0]:6.1f}x", flush=True)
+    ours_median, theirs_median = statistics.median(ppo_lab_times), statistics.median(sb3_times)
+    print(
+        f"median wall time: ppo_lab {ours_median:.2f} s, SB3 {theirs_median:.2f} s -> "
+        f"ppo_lab takes {ours_median / theirs_median:.2f} of SB3's time ({theirs_median / ours_median:.1f}x faster)"
+    )
+
+
+if __name__ == "__main__":
+    main()
