@@ -37,6 +37,8 @@ def load_config(root: Path, db_url: str | None = None) -> Config:
     config.CourseDirectory.root = str(root)
     config.CourseDirectory.db_url = db_url or f"sqlite:///{Path(root) / 'gradebook.db'}"
     config.NbGraderAPI.log_level = "WARN"
+    # The exchange (nbgrader's release/collect service) is not used here; this silences its check.
+    config.Exchange.root = tempfile.gettempdir()
     return config
 
 

@@ -1,0 +1,195 @@
+"""Grade one (student, assignment) in a throw-away nbgrader course; runs in a grader worker process.
+
+The worker is trusted code (nbgrader, the verdicts); only the kernel nbgrader starts runs the
+student's code, inside the sandbox. Each submission gets its own course directory and SQLite
+gradebook (a copy of the assignment-only template), so parallel workers never write the same
+database (jupyter/nbgrader#174). The parent merges the result into the real gradebook.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import shutil
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+from . import course, static, submissions, verdicts
+from .execute import Limits, SandboxedExecute
+from .feedback import ShowVerdicts, status_page
+
+# nbgrader's autograde trips a harmless SQLAlchemy autoflush warning on every new submission.
+warnings.filterwarnings("ignore", message=".*not in session.*")
+
+STATUS_ORDER = ["invalid", "missing", "tampered", "killed", "timeout", "ok"]  # most telling first
+
+
+@dataclass(frozen=True)
+class Job:
+    student: str
+    assignment: str
+    folder: Path  # <submissions>/<student>/<assignment> (may not exist)
+    out: Path  # the real course directory
+    scratch: Path  # where the throw-away course and the box go
+    hidden_seed: int
+    limits: Limits
+    hide: tuple[str, ...]
+
+
+def hidden_seed(secret: bytes, student: str, assignment: str) -> int:
+    """Same student and assignment -> same hidden cases, on every re-grade; unguessable without the secret."""
+    digest = hmac.new(secret, f"{student}/{assignment}".encode(), hashlib.sha256).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def masters(out: Path, assignment: str) -> dict[str, nbformat.NotebookNode]:
+    """The course's source notebooks (with solutions and hidden tests), by name."""
+    folder = out / "solutions" / assignment
+    return {p.stem: nbformat.read(p, as_version=4) for p in sorted(folder.glob("*.ipynb"))}
+
+
+def grade(job: Job) -> dict:
+    """Everything the parent needs to record this submission; never raises for a bad submission."""
+    work = job.scratch / uuid.uuid4().hex[:12]
+    course_dir = work / "course"
+    result = {"student": job.student, "assignment": job.assignment, "course_dir": str(course_dir),
+              "status": "ok", "reason": "", "flags": [], "notes": [], "items": []}
+    master = masters(job.out, job.assignment)
+    prepared = submissions.prepare(job.folder, master)
+    result["notes"] = prepared.notes
+    (course_dir / "submitted" / job.student / job.assignment).mkdir(parents=True)
+    for name, notebook in prepared.notebooks.items():
+        nbformat.write(notebook, course_dir / "submitted" / job.student / job.assignment / f"{name}.ipynb")
+    if (job.folder / "timestamp.txt").is_file():  # nbgrader's late penalties read it
+        shutil.copy(job.folder / "timestamp.txt", course_dir / "submitted" / job.student / job.assignment)
+    statuses = [status for status, _ in prepared.problems.values()]
+    reasons = [reason for _, reason in prepared.problems.values()]
+
+    findings = {name: _scan(notebook, master[name]) for name, notebook in prepared.notebooks.items()}
+    outcome = {"status": "ok", "reason": ""}
+    if prepared.notebooks:
+        outcome = _autograde(job, course_dir, work / "sandbox")
+        statuses.append(outcome["status"])
+        reasons.append(outcome["reason"])
+    records, record_problems = verdicts.read_records(work / "sandbox" / "grading" / "records.jsonl")
+
+    for name, notebook in master.items():
+        graded = name in prepared.notebooks and outcome["status"] != "invalid"
+        for cell in notebook.cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if not meta.get("grade"):
+                continue
+            points = float(meta.get("points", 0))
+            item = None
+            if graded and cell.cell_type == "code" and not meta.get("solution"):
+                flagged = any(_reference_name(check_id) in findings[name].reference
+                              for check_id, _ in verdicts.expected_calls(cell.source))
+                item = verdicts.score_test_cell(meta["grade_id"], name, cell.source, points, records,
+                                                job.hidden_seed, flagged)
+                if item and outcome["status"] != "ok" and item.score == 0:
+                    item.message += f" ({outcome['reason']})"
+            if item is None and graded and meta.get("solution"):
+                item = verdicts.Item(meta["grade_id"], name, None, points, "graded by hand in formgrader")
+            if item is None and not graded:
+                item = verdicts.Item(meta["grade_id"], name, 0.0, points, prepared.problems.get(
+                    name, ("", outcome["reason"]))[1])
+            if item is not None:
+                result["items"].append(item.as_dict())
+
+    flags = set(record_problems) | {flag for f in findings.values() for flag in f.flags()}
+    flags |= {flag for item in result["items"] for flag in item["flags"].split(";") if flag}
+    result["flags"] = sorted(flags)
+    if flags - {"records-too-large"}:
+        statuses.append("tampered")
+    result["status"] = min(statuses or ["ok"], key=STATUS_ORDER.index)
+    result["reason"] = "; ".join(r for r in reasons if r)
+
+    if prepared.notebooks and outcome["status"] != "invalid":
+        apply_scores(course.load_config(course_dir).CourseDirectory.db_url, job.assignment, job.student,
+                     result["items"])
+        _feedback(job, course_dir, result["items"])
+    else:
+        status_page(course_dir / "feedback" / job.student / job.assignment / f"{job.assignment}.html",
+                    job.student, job.assignment, result["status"], result["reason"])
+    shutil.rmtree(work / "sandbox", ignore_errors=True)
+    return result
+
+
+def _reference_name(check_id: str) -> str | None:
+    from ppo_lab.checks import get
+
+    try:
+        return get(check_id).reference_name
+    except ValueError:
+        return None
+
+
+def _scan(notebook, master) -> static.Findings:
+    locked = {submissions.grade_id(c) for c in master.cells if c.metadata.get("nbgrader", {}).get("locked")}
+    student = [c.source for c in notebook.cells if c.cell_type == "code" and submissions.grade_id(c) not in locked]
+    course_cells = [c.source for c in master.cells if c.cell_type == "code" and submissions.grade_id(c) in locked]
+    names = {name for c in master.cells for check_id, _ in verdicts.expected_calls(c.source)
+             if (name := _reference_name(check_id))}
+    return static.scan(student, course_cells, names)
+
+
+def _autograde(job: Job, course_dir: Path, sandbox: Path) -> dict:
+    """nbgrader autograde of the prepared submission, with the kernel in the sandbox."""
+    from nbgrader.converters import Autograde
+
+    shutil.copy(job.out / ".autograde" / f"template-{job.assignment}.db", course_dir / "gradebook.db")
+    (course_dir / "solutions").symlink_to(job.out / "solutions")
+    sandbox.mkdir(parents=True)
+    (sandbox / "grading").mkdir()
+    (sandbox / "grading" / "seed").write_text(str(job.hidden_seed))
+    release = job.out / "notebooks" / job.assignment
+    shutil.copytree(release, sandbox / "work", ignore=shutil.ignore_patterns("*.ipynb"))
+
+    config = course.load_config(course_dir)
+    config.Autograde.autograde_preprocessors = [
+        SandboxedExecute if step.__name__ == "Execute" else step
+        for step in Autograde.class_traits()["autograde_preprocessors"].default()]
+    outcome_file = sandbox.parent / "outcome.json"
+    config.SandboxedExecute.box_root = str(sandbox)
+    config.SandboxedExecute.hide = {"paths": [*job.hide, str(course_dir)]}
+    config.SandboxedExecute.notebook_timeout = job.limits.timeout
+    config.SandboxedExecute.memory_mb = job.limits.memory_mb
+    config.SandboxedExecute.max_processes = job.limits.max_processes
+    config.SandboxedExecute.max_output_bytes = job.limits.max_output_bytes
+    config.SandboxedExecute.outcome_file = str(outcome_file)
+    result = course.api(config).autograde(job.assignment, job.student, force=True, create=True)
+    if not result["success"]:
+        last = (result.get("error") or result.get("log") or "").strip().splitlines()[-1:] or [""]
+        return {"status": "invalid", "reason": f"nbgrader could not grade it: {last[0][:200]}"}
+    return json.loads(outcome_file.read_text())
+
+
+def _feedback(job: Job, course_dir: Path, items: list[dict]) -> None:
+    from nbgrader.converters import GenerateFeedback
+    from nbgrader.preprocessors import ClearHiddenTests
+
+    config = course.load_config(course_dir)
+    config.GenerateFeedback.preprocessors = [
+        *GenerateFeedback.class_traits()["preprocessors"].default(), ClearHiddenTests, ShowVerdicts]
+    config.ShowVerdicts.verdicts = {i["item"]: {"passed": i["score"] == i["max_score"], "message": i["message"]}
+                                    for i in items if i["score"] is not None}
+    course.run_nbgrader(course.api(config).generate_feedback(job.assignment, job.student, force=True),
+                        f"generate_feedback {job.student}")
+
+
+def apply_scores(db_url: str, assignment: str, student: str, items: list[dict]) -> None:
+    """Write the grader's scores over nbgrader's in-kernel ones (manual items are left alone)."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(db_url) as gb:
+        for item in items:
+            if item["score"] is None:
+                continue
+            grade = gb.find_grade(item["item"], item["notebook"], assignment, student)
+            grade.auto_score = item["score"]
+            grade.needs_manual_grade = grade.manual_score is not None
+        gb.db.commit()
