@@ -1,0 +1,225 @@
+"""The PPO trainer: it learns, it logs, and it treats episode ends correctly."""
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+import ppo_lab.train as train_module
+from ppo_lab.agent import ActorCritic
+from ppo_lab.envs import BatchedCartPole
+from ppo_lab.ppo import get_lr
+from ppo_lab.train import PPOConfig, evaluate, train_ppo
+
+HISTORY_KEYS = {
+    "update", "global_step", "learning_rate", "policy_loss", "value_loss", "entropy", "clip_fraction",
+    "approx_kl", "explained_variance", "episode_returns", "mean_episode_return", "wall_time",
+}  # fmt: skip
+
+
+class CounterEnv(gym.Env):
+    """Observation [k, 0, 0, 0] after k steps; the episode ends after `length` steps,
+    by termination or (with truncate=True) by a time limit."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, length: int = 3, truncate: bool = False):
+        self.length, self.truncate, self.count = length, truncate, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.count = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.count += 1
+        ended = self.count == self.length
+        return self._obs(), 1.0, ended and not self.truncate, ended and self.truncate, {}
+
+    def _obs(self):
+        return np.array([self.count, 0, 0, 0], dtype=np.float32)
+
+
+def counter_vec_env(num_envs=2, autoreset_mode=AutoresetMode.NEXT_STEP, **kwargs):
+    return SyncVectorEnv([lambda: CounterEnv(**kwargs)] * num_envs, autoreset_mode=autoreset_mode)
+
+
+def tiny_config(**changes):
+    """One update (unless total_timesteps says otherwise) on a small rollout."""
+    config = {**dict(num_envs=2, num_steps=8, num_minibatches=2, num_epochs=1, seed=0), **changes}
+    config.setdefault("total_timesteps", config["num_envs"] * config["num_steps"])
+    return PPOConfig(**config)
+
+
+class Spy:
+    """Wraps a function of ppo_lab.train and records the arguments of every call."""
+
+    def __init__(self, monkeypatch, name):
+        self.calls, self.function = [], getattr(train_module, name)
+        monkeypatch.setattr(train_module, name, self)
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        return self.function(*args, **kwargs)
+
+
+def test_default_config_is_the_seed_tutorials():
+    config = PPOConfig()
+    assert (config.clip_epsilon, config.learning_rate, config.num_epochs, config.num_minibatches) == (0.2, 3e-4, 10, 32)
+    assert (config.gamma, config.gae_lambda, config.entropy_coef, config.value_coef) == (0.99, 0.95, 0.01, 0.5)
+    assert (config.max_grad_norm, config.num_steps, config.num_envs) == (0.5, 2048, 8)
+    assert config.norm_adv and config.anneal_lr and config.target_kl is None
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("clip_epsilon", 0.0), ("clip_epsilon", 1.0), ("gamma", 1.5), ("gae_lambda", -0.1), ("learning_rate", 0.0),
+     ("num_envs", 0), ("num_steps", 2.5), ("num_minibatches", True), ("target_kl", 0.0), ("entropy_coef", -1.0),
+     ("total_timesteps", 10)],
+)  # fmt: skip
+def test_bad_config_values_name_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        PPOConfig(**{field: value})
+
+
+def test_env_size_must_match_config():
+    with pytest.raises(ValueError, match="num_envs"):
+        train_ppo(tiny_config(num_envs=2), BatchedCartPole(3), progress=False)
+
+
+def test_history_rows():
+    config = tiny_config(num_envs=4, num_steps=64, num_epochs=2, total_timesteps=3 * 256)
+    rows = []
+    agent, history = train_ppo(config, progress=False, callback=rows.append)
+    assert isinstance(agent, ActorCritic)
+    assert rows == history and len(history) == 3
+    for i, row in enumerate(history):
+        assert set(row) == HISTORY_KEYS
+        assert row["update"] == i + 1
+        assert row["global_step"] == (i + 1) * 256
+        assert row["learning_rate"] == pytest.approx(get_lr(i, 3, config.learning_rate))
+        assert all(isinstance(row[key], float) for key in HISTORY_KEYS - {"update", "global_step", "episode_returns"})
+        assert 0.0 <= row["clip_fraction"] <= 1.0 and row["approx_kl"] >= 0.0 and row["entropy"] > 0.0
+        assert row["episode_returns"] and all(1 <= r <= 500 for r in row["episode_returns"])
+        assert row["mean_episode_return"] == pytest.approx(np.mean(row["episode_returns"]))
+    assert history[0]["wall_time"] < history[1]["wall_time"] < history[2]["wall_time"]
+
+
+def test_callback_returning_true_stops_training():
+    _, history = train_ppo(tiny_config(total_timesteps=16 * 5), progress=False, callback=lambda row: row["update"] == 2)
+    assert len(history) == 2
+
+
+def test_target_kl_stops_the_epochs_early(monkeypatch):
+    spy = Spy(monkeypatch, "ppo_objective_with_diagnostics")
+    config = tiny_config(num_steps=64, num_epochs=10, num_minibatches=4, learning_rate=0.05, target_kl=1e-6)
+    train_ppo(config, progress=False)
+    assert len(spy.calls) < 10 * 4
+
+
+def test_same_seed_same_run():
+    config = tiny_config(num_steps=32, num_epochs=2, total_timesteps=128)
+    (agent_a, history_a), (agent_b, history_b) = (train_ppo(config, progress=False) for _ in range(2))
+    assert [row["policy_loss"] for row in history_a] == [row["policy_loss"] for row in history_b]
+    assert all(torch.equal(a, b) for a, b in zip(agent_a.parameters(), agent_b.parameters()))
+
+
+@pytest.mark.parametrize("autoreset_mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_runs_on_gymnasium_vector_envs(autoreset_mode):
+    env = gym.make_vec(
+        "CartPole-v1", num_envs=4, vectorization_mode="sync", vector_kwargs={"autoreset_mode": autoreset_mode}
+    )
+    _, history = train_ppo(tiny_config(num_envs=4, num_steps=128, total_timesteps=3 * 512), env, progress=False)
+    assert len(history) == 3
+    returns = [r for row in history for r in row["episode_returns"]]
+    assert len(returns) >= 10 and all(1 <= r <= 500 for r in returns)
+    assert all(math.isfinite(row["policy_loss"]) for row in history)
+
+
+def test_default_gymnasium_make_vec_is_next_step():
+    env = gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    assert env.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+    _, history = train_ppo(tiny_config(num_steps=64, total_timesteps=128), env, progress=False)
+    assert history[-1]["episode_returns"]
+
+
+def _optimised_observations(monkeypatch, agent):
+    """Records the observations the policy sees while gradients are on (the optimisation phase)."""
+    seen = []
+    policy = agent.policy
+
+    def recording_policy(obs):
+        if torch.is_grad_enabled():
+            seen.append(obs.clone())
+        return policy(obs)
+
+    monkeypatch.setattr(agent, "policy", recording_policy)
+    return seen
+
+
+def test_next_step_reset_steps_are_masked_out(monkeypatch):
+    # Episodes of 3 steps. With NEXT_STEP autoreset each env's 8 rollout steps are:
+    # obs counts 0, 1, 2 (ends), 3 (reset step: action ignored), 0, 1, 2 (ends), 3 (reset step).
+    agent = ActorCritic()
+    seen = _optimised_observations(monkeypatch, agent)
+    gae_spy = Spy(monkeypatch, "compute_gae")
+    _, history = train_ppo(tiny_config(), counter_vec_env(), progress=False, agent=agent)
+    counts = torch.cat(seen)[:, 0]
+    assert len(counts) == 2 * 6  # 2 envs x 6 real transitions, not 2 x 8
+    assert sorted(counts.tolist()) == [0.0] * 4 + [1.0] * 4 + [2.0] * 4
+    rewards, values, dones = gae_spy.calls[0][0][:3]
+    assert dones[:, 0].tolist() == [0, 0, 1, 0, 0, 0, 1, 0]
+    assert history[0]["episode_returns"] == [3.0] * 4  # reset steps add nothing to a return
+
+
+def test_same_step_rollouts_have_no_reset_steps(monkeypatch):
+    agent = ActorCritic()
+    seen = _optimised_observations(monkeypatch, agent)
+    _, history = train_ppo(tiny_config(), counter_vec_env(autoreset_mode=AutoresetMode.SAME_STEP), progress=False, agent=agent)
+    counts = torch.cat(seen)[:, 0]
+    assert len(counts) == 2 * 8
+    assert history[0]["episode_returns"] == [3.0] * 4  # episodes ended at steps 3 and 6
+
+
+def _record_gae_inputs(monkeypatch, agent, probe_obs):
+    """Records compute_gae's inputs, and V(probe_obs) under the critic that collected the rollout."""
+    seen = {}
+    compute_gae = train_module.compute_gae
+
+    def recording_compute_gae(rewards, values, dones, last_value, *args):
+        with torch.no_grad():
+            seen["probe_values"] = agent.value(probe_obs)
+        seen.update(rewards=rewards.clone(), dones=dones.clone(), last_value=last_value.clone())
+        return compute_gae(rewards, values, dones, last_value, *args)
+
+    monkeypatch.setattr(train_module, "compute_gae", recording_compute_gae)
+    return seen
+
+
+@pytest.mark.parametrize("autoreset_mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+@pytest.mark.parametrize("truncate", [False, True])
+def test_truncation_is_bootstrapped_termination_is_not(monkeypatch, autoreset_mode, truncate):
+    # Episodes of 3 steps that end by termination or by a time limit (truncation).
+    gamma = 0.9
+    agent = ActorCritic()
+    final_obs, obs_after_rollout = (3.0, 0, 0, 0), (2.0 if autoreset_mode is AutoresetMode.SAME_STEP else 0.0, 0, 0, 0)
+    seen = _record_gae_inputs(monkeypatch, agent, torch.tensor([final_obs, obs_after_rollout]))
+    env = counter_vec_env(autoreset_mode=autoreset_mode, truncate=truncate)
+    _, history = train_ppo(tiny_config(gamma=gamma), env, progress=False, agent=agent)
+
+    value_final, value_after_rollout = seen["probe_values"].tolist()
+    ended = seen["dones"] == 1
+    expected_ended = [False, False, True, False, False, True, False, False]  # SAME_STEP: ends at steps 3, 6
+    if autoreset_mode is AutoresetMode.NEXT_STEP:
+        expected_ended = [False, False, True, False, False, False, True, False]  # a reset step after each end
+    assert ended[:, 0].tolist() == expected_ended and torch.equal(ended[:, 0], ended[:, 1])
+    # A time limit is bootstrapped with V(final obs) inside the reward; a termination is not.
+    expected_end_reward = 1.0 + gamma * value_final if truncate else 1.0
+    assert seen["rewards"][ended] == pytest.approx(torch.full((4,), expected_end_reward), abs=1e-6)
+    assert torch.all(seen["rewards"][~ended] <= 1.0)  # 1, or 0 for NEXT_STEP reset steps
+    # The rollout's end is bootstrapped from V of the observation after the last step.
+    assert seen["last_value"] == pytest.approx(torch.full((2,), value_after_rollout), abs=1e-6)
+    assert history[0]["episode_returns"] == [3.0] * 4  # returns are the env's rewards, not bootstraps
