@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--assignment", action="append", help="grade only this assignment (repeatable)")
     grade.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel (default: %(default)s)")
     grade.add_argument("--timeout", type=float, default=600, help="seconds per notebook, all cells (default: %(default)s)")
+    grade.add_argument("--cell-timeout", type=int, help="seconds per cell (default: Execute.timeout in nbgrader_config.py)")
     grade.add_argument("--memory", type=int, default=2048, help="MB of memory per submission (default: %(default)s)")
     grade.add_argument("--source", type=Path, default=course.SOURCE,
                        help="nbgrader source notebooks (default: %(default)s)")
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         from .grading import Limits, grade_class  # heavier imports only when grading
 
         grade_class(args.submissions, args.out, source=args.source, assignment_ids=args.assignment,
-                    jobs=args.jobs, limits=Limits(timeout=args.timeout, memory_mb=args.memory))
+                    jobs=args.jobs, limits=Limits(timeout=args.timeout, cell_timeout=args.cell_timeout, memory_mb=args.memory))
         return 0
     except course.CourseError as error:
         print(f"error: {error}", file=sys.stderr)

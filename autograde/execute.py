@@ -28,8 +28,9 @@ from traitlets import Dict, Float, Integer, Unicode
 @dataclass(frozen=True)
 class Limits:
     timeout: float = 600.0  # seconds for the whole notebook
+    cell_timeout: int | None = None  # seconds per cell; None: Execute.timeout of nbgrader_config.py
     memory_mb: int = 2048
-    max_processes: int = 64  # processes + threads in the box
+    max_processes: int = 128  # processes + threads in the box
     max_output_bytes: int = 20_000_000
     max_file_bytes: int = 256_000_000
 
@@ -42,7 +43,8 @@ class Cgroups:
     def __init__(self, limits: Limits):
         self.dirs: dict[str, Path] = {}
         settings = {"memory": {"memory.limit_in_bytes": limits.memory_mb * 2**20},
-                    "pids": {"pids.max": limits.max_processes}}
+                    "pids": {"pids.max": limits.max_processes},
+                    "cpu": {"cpu.cfs_period_us": 100_000, "cpu.cfs_quota_us": 100_000}}  # one core at most
         name = f"autograde-{uuid.uuid4().hex[:12]}"
         for controller, base in _own_v1_cgroups().items():
             if controller not in settings:
@@ -165,12 +167,12 @@ class SandboxedExecute(Execute):
     hide = Dict().tag(config=True)  # {"paths": [...]}: Dict so it round-trips through a Config
     notebook_timeout = Float(600.0).tag(config=True)
     memory_mb = Integer(2048).tag(config=True)
-    max_processes = Integer(64).tag(config=True)
+    max_processes = Integer(128).tag(config=True)
     max_output_bytes = Integer(20_000_000).tag(config=True)
     outcome_file = Unicode("").tag(config=True)
 
     def preprocess(self, nb: NotebookNode, resources, km=None):
-        limits = Limits(self.notebook_timeout, self.memory_mb, self.max_processes, self.max_output_bytes)
+        limits = Limits(self.notebook_timeout, self.timeout, self.memory_mb, self.max_processes, self.max_output_bytes)
         box = Box(Path(self.box_root), list(self.hide.get("paths", [])), limits)
         spec = box.write_spec(box.root.parent / "sandbox.json")
         self.kernel_manager_class = SandboxedKernelManager
@@ -178,12 +180,14 @@ class SandboxedExecute(Execute):
         self._output_bytes = 0
         self._cell_timed_out = False
         self._finished_cells: set[int] = set()
+        self._windows: list[list] = []  # [grade_id, start, end]: records.jsonl bytes written by a test cell
         self._box = box
         self._spec = spec
         timer = threading.Timer(self.notebook_timeout, self._stop, args=(
             f"the notebook ran longer than the {self.notebook_timeout:g} s limit",))
         timer.start()
         outcome = {"status": "ok", "reason": ""}
+        self._open_window = None
         try:
             nb, resources = super().preprocess(nb, resources, km)
         except (DeadKernelError, CellTimeoutError, RuntimeError) as error:  # includes a failed kernel start
@@ -191,11 +195,12 @@ class SandboxedExecute(Execute):
         finally:
             timer.cancel()
             box.cgroups.kill_and_remove()
+            self._close_window()
         if outcome["status"] == "ok" and self._cell_timed_out:
             outcome = {"status": "timeout", "reason": f"a cell ran longer than the {self.timeout} s per-cell limit"}
         if outcome["status"] != "ok":
             _mark_cells_not_run(nb, self._finished_cells, outcome["reason"])
-        Path(self.outcome_file).write_text(json.dumps(outcome))
+        Path(self.outcome_file).write_text(json.dumps({**outcome, "windows": self._windows}))
         return nb, resources
 
     def create_kernel_manager(self):
@@ -206,9 +211,28 @@ class SandboxedExecute(Execute):
         km.connection_file = str(self._box.ipc / "kernel.json")
         return km
 
+    def on_cell_start(self, cell, cell_index):
+        """Note where records.jsonl ends when a test cell starts: only records written while a
+        test cell runs count, so a record forged by the student's own cells is ignored."""
+        nbgrader = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and nbgrader.get("grade") and not nbgrader.get("solution"):
+            self._open_window = [nbgrader.get("grade_id"), self._records_size()]
+
     def on_cell_executed(self, **kwargs):
         self._finished_cells.add(kwargs["cell_index"])
+        self._close_window()
         super().on_cell_executed(**kwargs)
+
+    def _close_window(self) -> None:
+        if self._open_window is not None:
+            self._windows.append([*self._open_window, self._records_size()])
+            self._open_window = None
+
+    def _records_size(self) -> int:
+        try:
+            return (self._box.grading / "records.jsonl").stat().st_size
+        except OSError:
+            return 0
 
     async def _async_handle_timeout(self, timeout, cell=None):
         self._cell_timed_out = True

@@ -48,8 +48,10 @@ def expected_calls(master_source: str) -> list[tuple[str, bool]]:
     return sorted(set(calls), key=calls.index)
 
 
-def read_records(path: Path) -> tuple[dict[tuple[str, bool], dict], list[str]]:
-    """Last well-formed record per (grade_id, hidden), and problems seen (for flags)."""
+def read_records(path: Path, windows: list, allowed: dict[str, set]) -> tuple[dict[tuple[str, bool], dict], list[str]]:
+    """Last well-formed record per (grade_id, hidden) written while a test cell that calls that
+    check ran (``windows``: [cell grade_id, start byte, end byte]; ``allowed``: cell grade_id ->
+    its expected (grade_id, hidden) calls), and the problems seen (for flags)."""
     records, problems = {}, []
     if not path.is_file():
         return records, problems
@@ -58,7 +60,11 @@ def read_records(path: Path) -> tuple[dict[tuple[str, bool], dict], list[str]]:
     if len(data) > MAX_RECORDS_BYTES:
         problems.append("records-too-large")
         data = data[:MAX_RECORDS_BYTES]
-    for line in data.splitlines():
+    offset = 0
+    for line in data.splitlines(keepends=True):
+        start, offset = offset, offset + len(line)
+        if not line.strip():
+            continue
         try:
             record = json.loads(line)
             key = (record["grade_id"], record["hidden"])
@@ -67,6 +73,9 @@ def read_records(path: Path) -> tuple[dict[tuple[str, bool], dict], list[str]]:
                 raise TypeError
         except (ValueError, KeyError, TypeError):
             problems.append("malformed-record")
+            continue
+        if not any(begin <= start < end and key in allowed.get(cell, ()) for cell, begin, end in windows):
+            problems.append("record-outside-test-cell")
             continue
         records[key] = record
     return records, problems

@@ -26,6 +26,11 @@ from .feedback import ShowVerdicts, status_page
 warnings.filterwarnings("ignore", message=".*not in session.*")
 
 STATUS_ORDER = ["invalid", "missing", "tampered", "killed", "timeout", "ok"]  # most telling first
+# Findings that could subvert the records themselves: every check-based item of the submission
+# scores 0 (the others, e.g. patching numpy, cannot change a verdict made outside the kernel).
+SUBVERSIVE = ("grader-files:", "monkeypatch:ppo_lab", "monkeypatch:check", "monkeypatch:verify",
+              "monkeypatch:run_answer", "monkeypatch:answer_or_reference", "monkeypatch:sys.modules",
+              "monkeypatch:builtins", "forged-record", "malformed-record", "record-outside-test-cell")
 
 
 @dataclass(frozen=True)
@@ -70,12 +75,17 @@ def grade(job: Job) -> dict:
     reasons = [reason for _, reason in prepared.problems.values()]
 
     findings = {name: _scan(notebook, master[name]) for name, notebook in prepared.notebooks.items()}
-    outcome = {"status": "ok", "reason": ""}
+    outcome = {"status": "ok", "reason": "", "windows": []}
     if prepared.notebooks:
         outcome = _autograde(job, course_dir, work / "sandbox")
         statuses.append(outcome["status"])
         reasons.append(outcome["reason"])
-    records, record_problems = verdicts.read_records(work / "sandbox" / "grading" / "records.jsonl")
+    allowed = {submissions.grade_id(c): set(verdicts.expected_calls(c.source))
+               for nb in master.values() for c in nb.cells if c.cell_type == "code"}
+    records, record_problems = verdicts.read_records(work / "sandbox" / "grading" / "records.jsonl",
+                                                     outcome.get("windows", []), allowed)
+    flags = set(record_problems) | {flag for f in findings.values() for flag in f.flags()}
+    subversive = sorted(f for f in flags if f.startswith(SUBVERSIVE))
 
     for name, notebook in master.items():
         graded = name in prepared.notebooks and outcome["status"] != "invalid"
@@ -92,6 +102,9 @@ def grade(job: Job) -> dict:
                                                 job.hidden_seed, flagged)
                 if item and outcome["status"] != "ok" and item.score == 0:
                     item.message += f" ({outcome['reason']})"
+                if item and subversive:
+                    item.score = 0.0
+                    item.message += " | no points: the submission interferes with grading (" + ", ".join(subversive) + ")"
             if item is None and graded and meta.get("solution"):
                 item = verdicts.Item(meta["grade_id"], name, None, points, "graded by hand in formgrader")
             if item is None and not graded:
@@ -100,10 +113,9 @@ def grade(job: Job) -> dict:
             if item is not None:
                 result["items"].append(item.as_dict())
 
-    flags = set(record_problems) | {flag for f in findings.values() for flag in f.flags()}
     flags |= {flag for item in result["items"] for flag in item["flags"].split(";") if flag}
     result["flags"] = sorted(flags)
-    if flags - {"records-too-large"}:
+    if flags:
         statuses.append("tampered")
     result["status"] = min(statuses or ["ok"], key=STATUS_ORDER.index)
     result["reason"] = "; ".join(r for r in reasons if r)
@@ -157,6 +169,8 @@ def _autograde(job: Job, course_dir: Path, sandbox: Path) -> dict:
     config.SandboxedExecute.box_root = str(sandbox)
     config.SandboxedExecute.hide = {"paths": [*job.hide, str(course_dir)]}
     config.SandboxedExecute.notebook_timeout = job.limits.timeout
+    if job.limits.cell_timeout:
+        config.Execute.timeout = job.limits.cell_timeout
     config.SandboxedExecute.memory_mb = job.limits.memory_mb
     config.SandboxedExecute.max_processes = job.limits.max_processes
     config.SandboxedExecute.max_output_bytes = job.limits.max_output_bytes
@@ -164,7 +178,7 @@ def _autograde(job: Job, course_dir: Path, sandbox: Path) -> dict:
     result = course.api(config).autograde(job.assignment, job.student, force=True, create=True)
     if not result["success"]:
         last = (result.get("error") or result.get("log") or "").strip().splitlines()[-1:] or [""]
-        return {"status": "invalid", "reason": f"nbgrader could not grade it: {last[0][:200]}"}
+        return {"status": "invalid", "reason": f"nbgrader could not grade it: {last[0][:200]}", "windows": []}
     return json.loads(outcome_file.read_text())
 
 
