@@ -204,8 +204,10 @@ def train_ppo(config: PPOConfig | None = None, env=None, *, progress: bool = Tru
             # value to this step's reward and then cut the episode here (done = 1), which stops GAE
             # from looking past it into the next episode.
             cut_by_time_limit = truncated & ~terminated
-            with torch.no_grad():
-                rewards[t] = reward + config.gamma * agent.value(final_obs) * cut_by_time_limit
+            if cut_by_time_limit.any():
+                with torch.no_grad():
+                    reward = reward + config.gamma * agent.value(final_obs) * cut_by_time_limit
+            rewards[t] = reward
             dones[t] = done.float()
             if autoreset_mode is AutoresetMode.NEXT_STEP:
                 next_is_reset_step = done
@@ -225,7 +227,7 @@ def train_ppo(config: PPOConfig | None = None, env=None, *, progress: bool = Tru
         # ---- 3. Optimisation: several epochs of minibatch steps on the same rollout ----
         stats = {"policy_loss": [], "value_loss": [], "entropy": [], "clip_fraction": [], "approx_kl": []}
         kl_exceeded = False
-        for epoch in range(config.num_epochs):
+        for _epoch in range(config.num_epochs):
             for batch in torch.randperm(len(b_obs)).tensor_split(config.num_minibatches):
                 policy = agent.policy(b_obs[batch])
                 new_log_probs = policy.log_prob(b_actions[batch])

@@ -223,3 +223,37 @@ def test_truncation_is_bootstrapped_termination_is_not(monkeypatch, autoreset_mo
     # The rollout's end is bootstrapped from V of the observation after the last step.
     assert seen["last_value"] == pytest.approx(torch.full((2,), value_after_rollout), abs=1e-6)
     assert history[0]["episode_returns"] == [3.0] * 4  # returns are the env's rewards, not bootstraps
+
+
+class AlwaysLeft:
+    def act(self, obs, deterministic=True):
+        return torch.zeros(len(obs), dtype=torch.long)
+
+
+def test_evaluate_returns_one_return_per_episode():
+    returns = evaluate(AlwaysLeft(), episodes=7, seed=0)
+    assert len(returns) == 7
+    # Always pushing left, the pole falls to the right after 8-11 steps.
+    assert all(isinstance(r, float) and 8 <= r <= 11 for r in returns)
+    assert returns == evaluate(AlwaysLeft(), episodes=7, seed=0)
+
+
+def test_evaluate_on_fewer_envs_than_episodes_and_on_gymnasium():
+    ours = evaluate(AlwaysLeft(), 3, episodes=10, seed=0)
+    assert len(ours) == 10 and all(8 <= r <= 11 for r in ours)
+    env = gym.make_vec("CartPole-v1", num_envs=4, vectorization_mode="sync")
+    theirs = evaluate(AlwaysLeft(), env, episodes=10, seed=0)
+    assert len(theirs) == 10 and all(8 <= r <= 11 for r in theirs)
+
+
+def test_evaluate_counts_each_envs_first_episodes_only():
+    # Env 0 always ends its episode after 3 steps; with 2 envs and 2 episodes the answer must be
+    # one episode of each env, not the first two episodes to finish (both from the fast env).
+    env = SyncVectorEnv([lambda: CounterEnv(length=3), lambda: CounterEnv(length=7)])
+    assert sorted(evaluate(AlwaysLeft(), env, episodes=2)) == [3.0, 7.0]
+
+
+@pytest.mark.parametrize("episodes", [0, -3, 2.0, True])
+def test_evaluate_bad_episodes(episodes):
+    with pytest.raises(ValueError, match="episodes"):
+        evaluate(AlwaysLeft(), episodes=episodes)
