@@ -16,11 +16,13 @@ Shapes: B sequences, P prompt tokens, L response tokens, T = P + L.
 from __future__ import annotations
 
 import copy
+import textwrap
 import time
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
+from tqdm.auto import tqdm
 
 from . import _human_rater
 from .gae import compute_gae
@@ -241,14 +243,14 @@ def sequence_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.
 
 
 def rlhf_ppo(policy: TinyLM, reference: TinyLM, reward_model: RewardModel, vocab: Vocab,
-             config: RLHFConfig | None = None, reward_fn=kl_penalized_rewards, progress=None,
+             config: RLHFConfig | None = None, reward_fn=kl_penalized_rewards, progress: bool = False,
              ) -> RLHFHistory:
     """Optimise ``policy`` (in place) against ``reward_model`` with PPO and a KL penalty.
 
     ``reference`` is the frozen SFT model; ``reward_fn(scores, logprobs, ref_logprobs, kl_coef,
     mask)`` turns sequence scores into per-token rewards (the chapter's exercise; the
-    reference ``kl_penalized_rewards`` by default). ``progress``: an optional callable
-    ``progress(iteration, history)`` for a progress bar.
+    reference ``kl_penalized_rewards`` by default). ``progress``: show a progress bar with the
+    latest reward-model score, hidden score and KL.
     """
     cfg = config or RLHFConfig()
     torch.manual_seed(cfg.seed)
@@ -256,6 +258,7 @@ def rlhf_ppo(policy: TinyLM, reference: TinyLM, reward_model: RewardModel, vocab
     prompt_pool = sample_prompts(cfg.iterations * cfg.batch_size, vocab, seed=PROMPT_SEED_RLHF + cfg.seed)
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     history = RLHFHistory()
+    bar = tqdm(total=cfg.iterations, disable=not progress, desc=f"RLHF kl_coef={cfg.kl_coef:g}", unit="iter")
     start = time.perf_counter()
     for it in range(cfg.iterations):
         # --- rollout: B responses from the current policy --------------------------------
@@ -312,25 +315,58 @@ def rlhf_ppo(policy: TinyLM, reference: TinyLM, reward_model: RewardModel, vocab
         history.clip_fraction.append(sum(clip_fractions) / len(clip_fractions))
         history.approx_kl.append(approx_kl)
         history.length.append(mask.sum(1).mean().item())
-        if progress is not None:
-            progress(it, history)
+        bar.update(1)
+        bar.set_postfix(rm=f"{history.rm_score[-1]:.2f}", human=f"{history.human_score[-1]:.2f}",
+                        kl=f"{history.kl[-1]:.1f}")
+    bar.close()
     policy.eval()
     history.seconds = time.perf_counter() - start
     return history
 
 
 @torch.no_grad()
-def evaluate_policy(policy: TinyLM, reference: TinyLM, reward_model: RewardModel, vocab: Vocab,
+def evaluate_policy(policy: TinyLM, reference: TinyLM, reward_model: RewardModel | None, vocab: Vocab,
                     n: int = 256, seed: int = PROMPT_SEED_EVAL) -> dict:
     """Mean reward-model score, hidden-rule score and KL to the reference on fresh prompts,
-    plus the samples themselves (``samples``) for printing."""
+    plus the samples themselves (``samples``) for printing. The same ``seed`` gives the same
+    prompts for every policy. ``rm_score`` is None without a reward model."""
     prompts = sample_prompts(n, vocab, seed=seed)
     samples = generate(policy, prompts, MAX_NEW_TOKENS, vocab, generator=torch.Generator().manual_seed(seed))
     logprobs, _ = response_logprobs(policy, samples.prompts, samples.responses)
     ref_logprobs, _ = response_logprobs(reference, samples.prompts, samples.responses)
     return dict(
-        rm_score=reward_model.score(samples).mean().item(),
+        rm_score=None if reward_model is None else reward_model.score(samples).mean().item(),
         human_score=human_scores(samples.sequences, vocab).mean().item(),
         kl=sequence_kl(logprobs, ref_logprobs, samples.mask).mean().item(),
         samples=samples,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Looking at text
+# ---------------------------------------------------------------------------------------------
+
+
+def score_texts(reward_model: RewardModel, vocab: Vocab, texts: list[str]) -> dict:
+    """Reward-model and hidden-rule scores of hand-written, finished reviews (words from the
+    vocabulary, separated by spaces; ``<bos>``/``<eos>`` are added here)."""
+    ids = [[vocab.bos] + vocab.encode(t.split()) + [vocab.eos] for t in texts]
+    width = max(len(i) for i in ids)
+    sequences = torch.tensor([i + [vocab.pad] * (width - len(i)) for i in ids])
+    last = torch.tensor([len(i) - 1 for i in ids])
+    with torch.no_grad():
+        rm = reward_model(sequences, last)
+    return dict(rm_score=rm.tolist(), human_score=human_scores(sequences, vocab).tolist())
+
+
+def side_by_side(columns: dict[str, list[str]], width: int = 44, rows: int | None = None) -> str:
+    """Texts in columns (one column per policy, one row per prompt), wrapped to ``width``."""
+    names = list(columns)
+    n = min(len(texts) for texts in columns.values()) if rows is None else rows
+    lines = ["   ".join(name.ljust(width) for name in names).rstrip(), "   ".join("-" * width for _ in names)]
+    for i in range(n):
+        wrapped = [textwrap.wrap(columns[name][i], width) or [""] for name in names]
+        for j in range(max(len(w) for w in wrapped)):
+            lines.append("   ".join((w[j] if j < len(w) else "").ljust(width) for w in wrapped).rstrip())
+        lines.append("")
+    return "\n".join(lines)
