@@ -1,0 +1,98 @@
+"""Every chapter's solution notebook, run in JupyterLab as a student would: Run All, then look.
+
+One run per chapter (a module-scoped fixture keyed by the chapter's name), shared by the checks of
+its outputs and of its explorers, so each notebook's <= 60 s of compute is paid once.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from . import ui
+from .explorers import CLIP, LAMBDA, ExplorerView, check_round_trip
+from .lab import ARTIFACTS, REPO, VIEWPORT
+
+pytestmark = pytest.mark.browser
+RUN_TIMEOUT_S = 300  # a chapter computes <= 60 s under nbclient; the browser and a busy CI cost more
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """What a chapter's solution notebook must show once run (counted on the page)."""
+
+    images: int  # inline (PNG) figures
+    figures: int  # painted ipympl canvases
+
+
+CHAPTERS = {
+    "03_ppo_clip": Chapter(images=1, figures=1),
+}
+
+
+def notebook_path(name: str) -> str:
+    return f"solutions/{name}/{name}.ipynb"
+
+
+@dataclass
+class Run:
+    name: str
+    page: object
+    cells: list[dict]
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def run(request, browser, lab_server):
+    name = request.param
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    start = time.monotonic()
+    ui.open_notebook(page, lab_server, notebook_path(name))
+    ui.run_all(page)
+    cells = ui.wait_run_finished(page, RUN_TIMEOUT_S)
+    seconds = time.monotonic() - start
+    with (ARTIFACTS / "chapter_run_seconds.txt").open("a") as log:  # the test-suite budget, per chapter
+        log.write(f"{name} {seconds:.1f}\n")
+    yield Run(name, page, cells, seconds)
+    context.close()
+    lab_server.delete_sessions()
+
+
+def chapters(*names: str):
+    """Parametrize a test over chapters, sharing one run per chapter across this module's tests."""
+    return pytest.mark.parametrize("run", names, indirect=True, scope="module")
+
+
+def test_every_chapter_is_listed():
+    on_disk = sorted(p.name for p in (REPO / "solutions").iterdir() if (p / f"{p.name}.ipynb").exists())
+    assert on_disk == sorted(CHAPTERS)
+
+
+@chapters(*CHAPTERS)
+def test_solution_runs_without_errors(run):
+    assert ui.error_outputs(run.cells) == []
+    assert ui.unexecuted_code_cells(run.cells) == [], "Run All did not reach these cells"
+
+
+@chapters(*CHAPTERS)
+def test_solution_shows_its_figures_and_widgets(run):
+    expected, chapter = ui.expected_outputs(run.cells), CHAPTERS[run.name]
+
+    def all_shown():
+        shown = ui.rendered_outputs(run.page)
+        complete = shown["images"] == expected["images"] and shown["widgets"] == expected["widgets"]
+        return shown if complete and not shown["failed_widgets"] else None
+
+    shown = ui.wait_until(all_shown, 60, f"every image and widget the kernel sent ({expected}) on the page")
+    assert shown["images"] >= chapter.images
+    assert shown["figures"] >= chapter.figures
+
+
+@chapters("03_ppo_clip")
+def test_clip_explorer_moves_and_comes_back(run, artifacts):
+    view = ExplorerView(run.page, CLIP)
+    view.wait_shown()
+    for label in CLIP.sliders:
+        check_round_trip(view, label, artifacts)
