@@ -87,7 +87,7 @@ register(Check(
         Mistake("constant_ratio", "looks like the ratio does not depend on the logits (exp(lp - lp) or a tensor of "
                                   "ones): detach only the OLD log-probs",
                 _ratio_one_with(ratio_fn=lambda lp: torch.exp(lp - lp))),
-        Mistake("pg_from_probabilities", "looks like pg_loss got probabilities instead of log-probabilities",
+        Mistake("pg_from_probabilities", "looks like the PG loss used probabilities instead of log-probabilities",
                 _ratio_one_with(ratio_fn=lambda lp: torch.exp(lp - lp.detach()), pg_from="prob")),
     ),
 ))
@@ -172,22 +172,23 @@ register(Check(
 # --- the learning-rate sweep: the student's own measurements -----------------------------------------
 
 
-def lr_sweep(learning_rates, config):
+def lr_sweep(learning_rates, config, train):
     """Train once per learning rate (held constant) and average each run's diagnostics.
 
     Args:
         learning_rates: increasing learning rates.
         config: a ``PPOConfig``; each run uses it with ``learning_rate=lr, anneal_lr=False``.
+        train: the trainer, ``train(config, progress=False) -> (agent, history)`` (``train_ppo``).
+            An argument rather than an import so that the student's function names nothing of
+            ppo_lab (the autograder's static scan flags any exercise function that does).
 
     Returns:
         One dict per lr, in order: ``{"learning_rate", "clip_fraction", "approx_kl"}``, the last
         two averaged over the run's updates (floats).
     """
-    from ..train import train_ppo  # the trainer pulls in gymnasium; only the sweep needs it
-
     rows = []
     for lr in learning_rates:
-        _, history = train_ppo(config.replace(learning_rate=lr, anneal_lr=False), progress=False)
+        _, history = train(config.replace(learning_rate=lr, anneal_lr=False), progress=False)
         rows.append({"learning_rate": lr,
                      "clip_fraction": sum(row["clip_fraction"] for row in history) / len(history),
                      "approx_kl": sum(row["approx_kl"] for row in history) / len(history)})
@@ -195,12 +196,12 @@ def lr_sweep(learning_rates, config):
 
 
 def _sweep_cases(generator: torch.Generator, hidden: bool) -> list[Case]:
-    from ..train import PPOConfig
+    from ..train import PPOConfig, train_ppo  # the trainer pulls in gymnasium; only the sweep needs it
 
     seed = int(torch.randint(0, 10_000, (1,), generator=generator)) if hidden else 1
     tiny = PPOConfig.fast_cartpole(num_envs=64, num_steps=16, num_minibatches=2, total_timesteps=3 * 1024, seed=seed)
     return [Case("three short runs, learning rates 10x apart" + (" (another seed)" if hidden else ""),
-                 {"learning_rates": [3e-4, 3e-3, 3e-2], "config": tiny})]
+                 {"learning_rates": [3e-4, 3e-3, 3e-2], "config": tiny, "train": train_ppo})]
 
 
 def _judge_sweep(got, want, case: Case) -> str | None:
@@ -238,13 +239,11 @@ def _judge_sweep(got, want, case: Case) -> str | None:
 def _sweep_with(*, use_lr=True, scale=1.0):
     """Wrong sweeps (the mistake catalogue); like ``lr_sweep`` but without calling it (it is the reference)."""
 
-    def wrong(learning_rates, config):
-        from ..train import train_ppo
-
+    def wrong(learning_rates, config, train):
         rows = []
         for lr in learning_rates:
             run = config.replace(learning_rate=lr if use_lr else config.learning_rate, anneal_lr=False)
-            history = train_ppo(run, progress=False)[1]
+            history = train(run, progress=False)[1]
             rows.append({"learning_rate": lr,
                          "clip_fraction": scale * sum(row["clip_fraction"] for row in history) / len(history),
                          "approx_kl": sum(row["approx_kl"] for row in history) / len(history)})
