@@ -10,6 +10,7 @@ its nbgrader metadata, so it still runs as the student's own code.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -22,6 +23,7 @@ import nbformat
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}$")
 MAX_NOTEBOOK_BYTES = 20_000_000
 MAX_ZIP_BYTES = 2_000_000_000
+DECISIVE = ("grade", "solution", "locked", "points", "task", "grade_id", "schema_version")  # nbgrader cell metadata
 
 
 @dataclass
@@ -118,19 +120,28 @@ def grade_id(cell) -> str | None:
 
 
 def _in_course_order(notebook, master, notes: list[str]):
-    order = [grade_id(c) for c in master.cells if grade_id(c)]
-    known = set(order)
+    """Cells in the master's order, each known cell with the master's nbgrader metadata (a
+    changed ``grade``/``points`` flag makes nbgrader's checksum check crash, not just mis-grade)."""
+    masters = {grade_id(c): c for c in master.cells if grade_id(c)}
+    order = list(masters)
     placed: dict[str | None, list] = {None: []}  # anchor grade_id -> [its cell, cells added after it]
     anchor = None
     for cell in notebook.cells:
         cell_id = grade_id(cell)
-        if cell_id in known and cell_id not in placed:
+        if cell_id in masters and cell_id not in placed:
+            original = {k: v for k, v in masters[cell_id].metadata.nbgrader.items() if k in DECISIVE}
+            edited = {k: v for k, v in cell.metadata.nbgrader.items() if k in DECISIVE}
+            if edited != original:
+                notes.append(f"nbgrader metadata of cell {cell_id} was edited: restored")
+                cell.metadata["nbgrader"] = {**{k: v for k, v in cell.metadata.nbgrader.items()
+                                                if k not in DECISIVE}, **copy.deepcopy(original)}
             anchor = cell_id
             placed[anchor] = [cell]
             continue
-        if cell_id in known:
+        if cell_id in masters:
             notes.append(f"cell {cell_id} appears twice: the copy runs as your own code")
-            cell.metadata.pop("nbgrader")
+        if "nbgrader" in cell.metadata:
+            cell.metadata.pop("nbgrader")  # a copy, or an id the course does not know: plain code
         placed[anchor].append(cell)
     cells = placed[None] + [cell for cell_id in order for cell in placed.get(cell_id, [])]
     if list(placed)[1:] != [cell_id for cell_id in order if cell_id in placed]:

@@ -48,13 +48,13 @@ def expected_calls(master_source: str) -> list[tuple[str, bool]]:
     return sorted(set(calls), key=calls.index)
 
 
-def read_records(path: Path, windows: list, allowed: dict[str, set]) -> tuple[dict[tuple[str, bool], dict], list[str]]:
+def read_records(path: Path, windows: list, allowed: dict[str, set]) -> tuple[dict, list[dict], list[str]]:
     """Last well-formed record per (grade_id, hidden) written while a test cell that calls that
     check ran (``windows``: [cell grade_id, start byte, end byte]; ``allowed``: cell grade_id ->
-    its expected (grade_id, hidden) calls), and the problems seen (for flags)."""
-    records, problems = {}, []
+    its expected (grade_id, hidden) calls); the records written at other times; problems seen."""
+    records, outside, problems = {}, [], []
     if not path.is_file():
-        return records, problems
+        return records, outside, problems
     with open(path, "rb") as f:
         data = f.read(MAX_RECORDS_BYTES + 1)
     if len(data) > MAX_RECORDS_BYTES:
@@ -74,11 +74,21 @@ def read_records(path: Path, windows: list, allowed: dict[str, set]) -> tuple[di
         except (ValueError, KeyError, TypeError):
             problems.append("malformed-record")
             continue
-        if not any(begin <= start < end and key in allowed.get(cell, ()) for cell, begin, end in windows):
-            problems.append("record-outside-test-cell")
-            continue
-        records[key] = record
-    return records, problems
+        if any(begin <= start < end and key in allowed.get(cell, ()) for cell, begin, end in windows):
+            records[key] = record
+        elif len(outside) < 100:
+            outside.append(record)
+    return records, outside, problems
+
+
+def forged(outside: list[dict], records: dict, hidden_seed: int) -> bool:
+    """A record written outside the test cells (a copied test cell is harmless) that verifies
+    where the test cell's own record does not: someone computed it."""
+    for record in outside:
+        key = (record["grade_id"], record["hidden"])
+        if judge_call(*key, record, hidden_seed)[0] and not (key in records and judge_call(*key, records[key], hidden_seed)[0]):
+            return True
+    return False
 
 
 def judge_call(grade_id: str, hidden: bool, record: dict | None, hidden_seed: int) -> tuple[bool, str, str | None, list[str]]:

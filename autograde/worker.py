@@ -30,7 +30,7 @@ STATUS_ORDER = ["invalid", "missing", "tampered", "killed", "timeout", "ok"]  # 
 # scores 0 (the others, e.g. patching numpy, cannot change a verdict made outside the kernel).
 SUBVERSIVE = ("grader-files:", "monkeypatch:ppo_lab", "monkeypatch:check", "monkeypatch:verify",
               "monkeypatch:run_answer", "monkeypatch:answer_or_reference", "monkeypatch:sys.modules",
-              "monkeypatch:builtins", "forged-record", "malformed-record", "record-outside-test-cell")
+              "monkeypatch:builtins", "forged-record", "malformed-record")
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,10 @@ def grade(job: Job) -> dict:
         reasons.append(outcome["reason"])
     allowed = {submissions.grade_id(c): set(verdicts.expected_calls(c.source))
                for nb in master.values() for c in nb.cells if c.cell_type == "code"}
-    records, record_problems = verdicts.read_records(work / "sandbox" / "grading" / "records.jsonl",
-                                                     outcome.get("windows", []), allowed)
+    records, outside, record_problems = verdicts.read_records(
+        work / "sandbox" / "grading" / "records.jsonl", outcome.get("windows", []), allowed)
+    if verdicts.forged(outside, records, job.hidden_seed):
+        record_problems.append("forged-record")
     flags = set(record_problems) | {flag for f in findings.values() for flag in f.flags()}
     subversive = sorted(f for f in flags if f.startswith(SUBVERSIVE))
 

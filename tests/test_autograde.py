@@ -164,7 +164,7 @@ EXPECTED = {
     "patches_checks": ("tampered", 0, 0, "monkeypatch:ppo_lab.checks.core.verify"),
     "reads_hidden": ("tampered", 0, 0, "grader-files:.ipynb"),
     "writes_records": ("tampered", 0, 0, "grader-files:records.jsonl"),
-    "forges_records": ("tampered", 0, 0, "record-outside-test-cell"),
+    "forges_records": ("tampered", 0, 0, "forged-record"),
     "reference_plain": ("tampered", 0, 1, "reference:pg_loss"),
     "reference_obfuscated": ("tampered", 0, 1, "reference:pg_loss"),
     "reference_runtime": ("tampered", 0, 1, "reference-called"),
