@@ -1,10 +1,17 @@
-"""compute_gae (chapter 4): hand-computed cases, properties, input errors, and its exercise checks."""
+"""compute_gae (chapter 4): hand-computed cases, properties, input errors, its exercise checks, and
+the chapter's solution notebook (which must train CartPole to an evaluation return >= 475)."""
 import math
+import re
+import time
+from pathlib import Path
+
+import nbformat
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nbclient import NotebookClient
 
 from ppo_lab import compute_gae
 from ppo_lab.checks import check, get, verify
@@ -243,3 +250,26 @@ def test_hidden_cases_include_batched_shapes_and_edge_cases():
     assert any(shape[0] == 1 for shape in shapes) and any(shape[1] == 1 for shape in shapes)
     bootstrap = get("test_compute_gae_bootstrap").cases(seed=1, hidden=True)
     assert any(case.kwargs["dones"][-1] == 1 and case.kwargs["last_value"] != 0 for case in bootstrap)
+
+
+# --- the chapter's solution notebook ---------------------------------------------------------------
+
+SOLUTION = Path(__file__).resolve().parents[1] / "solutions" / "04_gae" / "04_gae.ipynb"
+
+
+@pytest.mark.slow
+def test_solution_notebook_trains_cartpole_and_passes_every_check(tmp_path):
+    notebook = nbformat.read(SOLUTION, as_version=4)
+    start = time.perf_counter()
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    runtime = time.perf_counter() - start
+    printed = "".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                      for output in cell.outputs if output.output_type == "stream")
+    evaluation = re.search(r"evaluation: mean return ([0-9.]+) over 20 episodes", printed)
+    assert evaluation, "the full run printed no evaluation"
+    assert float(evaluation[1]) >= 475, f"full PPO run evaluates to {evaluation[1]} < 475"
+    for grade_id in GAE_IDS:
+        assert f"✓ {grade_id}: all" in printed and printed.count(f"✓ {grade_id}: all") == 2, grade_id
+    assert "Using your compute_gae." in printed
+    print(f"04_gae solution notebook: {runtime:.1f} s")
