@@ -24,7 +24,8 @@ from ..style import COLORS
 
 LAMBDA_GRID = torch.linspace(0.0, 1.0, 101, dtype=torch.float64)
 EPISODE_SEED = 0
-CURVE_COLORS = {"bias2": COLORS["zero_grad"], "variance": COLORS["clipped"], "mse": COLORS["truth"]}
+# bias² + variance in neutral grey: black is the truth in the episode panel.
+CURVE_COLORS = {"bias2": COLORS["zero_grad"], "variance": COLORS["clipped"], "mse": COLORS["vanilla_pg"]}
 CURVE_LABELS = {"bias2": "bias²", "variance": "variance", "mse": "bias² + variance"}
 
 
