@@ -151,7 +151,7 @@ def start_lab(root_dir: Path = REPO, log_name: str = "jupyterlab.log") -> Server
     port, token = free_port(), secrets.token_hex(16)
     command = [
         str(VENV_BIN / "jupyter"), "lab", "--no-browser", f"--port={port}", "--ServerApp.port_retries=0",
-        "--ServerApp.ip=127.0.0.1", f"--ServerApp.token={token}", f"--ServerApp.root_dir={root_dir}",
+        "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root_dir}",
         "--LabApp.expose_app_in_browser=True", *_as_root_flags(),
     ]
     server = _start(command, port, token, ARTIFACTS / log_name)
