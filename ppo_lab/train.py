@@ -87,16 +87,18 @@ class PPOConfig:
 
     @classmethod
     def fast_cartpole(cls, **overrides) -> "PPOConfig":
-        """A setting that solves CartPole-v1 in a few seconds on one CPU core (measured in bench/).
+        """A setting that solves CartPole-v1 in about a second of CPU time (measured in bench/).
 
-        Many environments and short rollouts give big, fresh batches cheaply (BatchedCartPole
-        steps 128 carts about as fast as one); a few large minibatches keep the number of Adam
-        steps, the real cost, small.
+        The cost of PPO on a problem this small is the number of Adam steps, not env steps
+        (BatchedCartPole steps 32 carts about as fast as one). So: one minibatch per epoch (each
+        Adam step sees the whole 1,024-transition rollout, a low-noise gradient), which tolerates a
+        learning rate 17x the default; 20 epochs squeeze each rollout, and the clip keeps those
+        epochs from moving the policy too far. A shorter horizon (gamma 0.98, lambda 0.8) gives
+        lower-variance advantages; no entropy bonus, as CartPole needs little exploration.
         """
         tuned = dict(
-            num_envs=128, num_steps=32, num_minibatches=4, num_epochs=4,
-            learning_rate=2.5e-3, gamma=0.99, gae_lambda=0.9, entropy_coef=0.0,
-            total_timesteps=200_000, anneal_lr=True,
+            num_envs=32, num_steps=32, num_minibatches=1, num_epochs=20, learning_rate=5e-3,
+            gamma=0.98, gae_lambda=0.8, entropy_coef=0.0, total_timesteps=51_200,  # 50 updates
         )  # fmt: skip
         return cls(**{**tuned, **overrides})
 
@@ -154,8 +156,9 @@ def train_ppo(config: PPOConfig | None = None, env=None, *, progress: bool = Tru
     autoreset_mode = _autoreset_mode(env)
     obs_dim = env.single_observation_space.shape[0]
     agent = ActorCritic(obs_dim, int(env.single_action_space.n)) if agent is None else agent
+    parameters = list(agent.parameters())
     # fused=True: one kernel for the whole Adam update instead of a few per parameter tensor.
-    optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=1e-5, fused=True)
+    optimizer = torch.optim.Adam(parameters, lr=config.learning_rate, eps=1e-5, fused=True)
     T, N = config.num_steps, config.num_envs
 
     # Rollout storage, time-major [T, N], filled in place every update.
@@ -245,7 +248,7 @@ def train_ppo(config: PPOConfig | None = None, env=None, *, progress: bool = Tru
 
                 optimizer.zero_grad()
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(agent.parameters(), config.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
                 optimizer.step()
 
                 for key, value in (("policy_loss", ppo["loss"]), ("value_loss", value_loss), ("entropy", entropy)):

@@ -66,6 +66,22 @@ class Spy:
         return self.function(*args, **kwargs)
 
 
+@pytest.mark.slow
+def test_fast_config_solves_cartpole():
+    """A seeded run reaches a deterministic evaluation mean >= 475 (of 500) within its budget."""
+    agent = ActorCritic()
+    evaluations = []
+
+    def evaluate_and_stop_when_solved(row):
+        evaluations.append(np.mean(evaluate(agent, episodes=20, seed=1000)))
+        return evaluations[-1] >= 475
+
+    torch.manual_seed(1)
+    train_ppo(PPOConfig.fast_cartpole(seed=1), progress=False, agent=agent, callback=evaluate_and_stop_when_solved)
+    assert evaluations[-1] >= 475, f"best evaluation {max(evaluations):.1f} after {len(evaluations)} updates"
+    assert np.mean(evaluate(agent, episodes=20, seed=2000)) >= 400  # other start states: still good
+
+
 def test_default_config_is_the_seed_tutorials():
     config = PPOConfig()
     assert (config.clip_epsilon, config.learning_rate, config.num_epochs, config.num_minibatches) == (0.2, 3e-4, 10, 32)
