@@ -39,7 +39,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 from tests.browser import ui
-from tests.browser.explorers import CLIP, LAMBDA, OPPOSITE, ExplorerView
+from tests.browser.explorers import CLIP, EXPLORERS, LAMBDA, OPPOSITE, ExplorerView
 from tests.browser.lab import CHROMIUM, VIEWPORT, launch_chromium, start_lab
 
 MOVE_TIMEOUT_S = 5.0
@@ -134,7 +134,7 @@ def time_moves(page, view: ExplorerView, label: str, moves: int) -> tuple[list[f
 
 
 def measure(page, server, explorer: str, notebook: Path, moves: int) -> dict[str, tuple[list[float], int]]:
-    spec = next(s for s in (CLIP, LAMBDA) if s.name == explorer)
+    spec = next(s for s in EXPLORERS if s.name == explorer)
     ui.open_notebook(page, server, notebook.name)
     ui.run_all(page)
     cells = ui.wait_run_finished(page, timeout_s=120)

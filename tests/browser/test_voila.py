@@ -1,8 +1,7 @@
 """The standalone PPO explorer page, served by Voila as `make explore` serves it."""
 import pytest
 
-from . import ui
-from .explorers import CLIP, LAMBDA, ExplorerView, check_round_trip
+from .explorers import EXPLORERS, ExplorerView, check_round_trip
 from .lab import REPO, VIEWPORT, start_voila
 
 pytestmark = pytest.mark.browser
@@ -21,7 +20,7 @@ def explorer_page(browser):
 
 
 def test_page_shows_both_explorers_and_no_code(explorer_page):
-    for spec in (CLIP, LAMBDA):
+    for spec in EXPLORERS:
         ExplorerView(explorer_page, spec).wait_shown(timeout_s=120)
     # Markdown cells keep an input area (their rendered text); code cells must show none.
     assert explorer_page.locator(".jp-CodeCell .jp-InputArea, .cm-editor").count() == 0
@@ -31,7 +30,7 @@ def test_page_shows_both_explorers_and_no_code(explorer_page):
     assert explorer_page.get_by_text("There was an error when executing cell").count() == 0
 
 
-@pytest.mark.parametrize("spec", [CLIP, LAMBDA], ids=lambda spec: spec.name)
+@pytest.mark.parametrize("spec", EXPLORERS, ids=lambda spec: spec.name)
 def test_first_slider_moves_the_figure_and_back(explorer_page, spec, artifacts):
     view = ExplorerView(explorer_page, spec)
     view.wait_shown(timeout_s=120)

@@ -120,10 +120,6 @@ def unexecuted_code_cells(notebook_cells: list[dict]) -> list[int]:
     ]
 
 
-def canvas_data_url(canvas: Locator) -> str:
-    return canvas.evaluate("canvas => canvas.toDataURL()")
-
-
 IMAGE_MIMES = ("image/png", "image/jpeg", "image/svg+xml")
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
