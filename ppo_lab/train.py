@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 from .agent import ActorCritic
 from .envs import BatchedCartPole
 from .gae import compute_gae
-from .ppo import get_lr, ppo_objective_with_diagnostics
+from .pg import pg_loss
+from .ppo import adaptive_beta, get_lr, ppo_kl_objective, ppo_objective_with_diagnostics
 
 
 @dataclass
@@ -50,6 +51,9 @@ class PPOConfig:
     anneal_lr: bool = True  # linear decay of the learning rate to 0 over the run (get_lr)
     target_kl: float | None = None  # stop an update's epochs early once approx KL exceeds this
     norm_adv: bool = True  # normalise advantages per minibatch (mean 0, std 1)
+    objective: str = "clip"  # policy loss: "clip" (PPO-Clip), "kl" (PPO-KL) or "pg" (vanilla policy gradient)
+    kl_beta: float = 1.0  # PPO-KL: initial penalty weight, adapted after every update (adaptive_beta)
+    kl_target: float = 0.01  # PPO-KL: the KL per update that adaptive_beta steers towards
     seed: int = 1
 
     def __post_init__(self):
@@ -69,6 +73,14 @@ class PPOConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.target_kl is not None and not self.target_kl > 0:
             raise ValueError(f"target_kl must be > 0 or None (off), got {self.target_kl!r}")
+        if self.objective not in ("clip", "kl", "pg"):
+            raise ValueError(f"objective must be 'clip', 'kl' or 'pg', got {self.objective!r}")
+        if self.objective == "pg" and self.num_epochs != 1:
+            # A second pass would reuse data from an older policy without any correction for it.
+            raise ValueError(f"objective='pg' (vanilla policy gradient) needs num_epochs=1, got {self.num_epochs}")
+        for name in ("kl_beta", "kl_target"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.num_steps * self.num_envs < 2 * self.num_minibatches:
             raise ValueError(
                 f"num_minibatches={self.num_minibatches} is too many for a rollout of "
@@ -165,6 +177,7 @@ def train_ppo(config: PPOConfig | None = None, env=None, *, progress: bool = Tru
     obs = torch.zeros(T, N, obs_dim)
     actions = torch.zeros(T, N, dtype=torch.long)
     log_probs = torch.zeros(T, N)
+    old_logits = torch.zeros(T, N, int(env.single_action_space.n))  # PPO-KL's penalty needs the whole distribution
     values = torch.zeros(T, N)
     rewards = torch.zeros(T, N)
     dones = torch.zeros(T, N)
@@ -177,6 +190,7 @@ def train_ppo(config: PPOConfig | None = None, env=None, *, progress: bool = Tru
     next_is_reset_step = torch.zeros(N, dtype=torch.bool)
     running_return = torch.zeros(N)
     history, start, global_step = [], time.perf_counter(), 0
+    kl_beta = config.kl_beta
 
     bar = tqdm(total=config.num_updates, disable=not progress, desc="PPO", unit="update")
     for update in range(config.num_updates):
@@ -193,6 +207,7 @@ def train_ppo(config: PPOConfig | None = None, env=None, *, progress: bool = Tru
                 policy = agent.policy(next_obs)
                 action = policy.sample()
                 log_probs[t] = policy.log_prob(action)
+                old_logits[t] = policy.logits
                 values[t] = agent.value(next_obs)
             actions[t] = action
             next_obs, reward, terminated, truncated, final_obs = _step(env, action, autoreset_mode)
@@ -225,6 +240,7 @@ def train_ppo(config: PPOConfig | None = None, env=None, *, progress: bool = Tru
         keep = valid.flatten()
         b_obs = obs.flatten(0, 1)[keep]
         b_actions, b_log_probs = actions.flatten()[keep], log_probs.flatten()[keep]
+        b_old_logits = old_logits.flatten(0, 1)[keep]
         b_advantages, b_returns, b_values = advantages.flatten()[keep], returns.flatten()[keep], values.flatten()[keep]
 
         # ---- 3. Optimisation: several epochs of minibatch steps on the same rollout ----
@@ -243,15 +259,22 @@ def train_ppo(config: PPOConfig | None = None, env=None, *, progress: bool = Tru
                 ppo = ppo_objective_with_diagnostics(
                     b_log_probs[batch], new_log_probs, batch_advantages, config.clip_epsilon
                 )
+                if config.objective == "clip":
+                    policy_loss = ppo["loss"]
+                elif config.objective == "kl":  # a KL penalty instead of the clip
+                    ratio = torch.exp(new_log_probs - b_log_probs[batch])
+                    policy_loss = ppo_kl_objective(ratio, batch_advantages, b_old_logits[batch], policy.logits, kl_beta)
+                else:  # "pg": one step per rollout, where the ratio is 1 and PPO's gradient is this one anyway
+                    policy_loss = pg_loss(new_log_probs, batch_advantages)
                 value_loss = (agent.value(b_obs[batch]) - b_returns[batch]).pow(2).mean()
-                loss = ppo["loss"] + config.value_coef * value_loss - config.entropy_coef * entropy
+                loss = policy_loss + config.value_coef * value_loss - config.entropy_coef * entropy
 
                 optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
                 optimizer.step()
 
-                for key, value in (("policy_loss", ppo["loss"]), ("value_loss", value_loss), ("entropy", entropy)):
+                for key, value in (("policy_loss", policy_loss), ("value_loss", value_loss), ("entropy", entropy)):
                     stats[key].append(value.item())
                 stats["clip_fraction"].append(ppo["clip_fraction"])
                 stats["approx_kl"].append(ppo["approx_kl"])
@@ -262,6 +285,10 @@ def train_ppo(config: PPOConfig | None = None, env=None, *, progress: bool = Tru
                     break
             if kl_exceeded:
                 break
+        if config.objective == "kl":
+            # The paper's rule, with the KL measured during this update: halve the penalty if the policy
+            # moved less than kl_target / 1.5, double it if it moved more than 1.5 * kl_target.
+            kl_beta = adaptive_beta(kl_beta, max(0.0, float(np.mean(stats["approx_kl"]))), config.kl_target)
 
         row = _history_row(update, global_step, lr, stats, b_values, b_returns, finished_returns, start)
         history.append(row)

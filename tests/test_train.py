@@ -273,3 +273,49 @@ def test_evaluate_counts_each_envs_first_episodes_only():
 def test_evaluate_bad_episodes(episodes):
     with pytest.raises(ValueError, match="episodes"):
         evaluate(AlwaysLeft(), episodes=episodes)
+
+
+# --- PPOConfig.objective: the same trainer runs vanilla PG and PPO-KL (chapter 3's method table) ---
+
+def _tiny(**changes) -> PPOConfig:
+    return PPOConfig.fast_cartpole(**{"num_envs": 16, "num_steps": 16, "num_minibatches": 1, "num_epochs": 1,
+                                      "total_timesteps": 3 * 256, **changes})
+
+
+def test_pg_objective_equals_the_clip_objective_for_a_single_step_per_rollout():
+    # With one step per rollout every ratio is 1, where PPO-Clip's gradient IS the policy gradient.
+    torch.set_num_threads(1)
+    pg_agent, _ = train_ppo(_tiny(objective="pg"), progress=False)
+    clip_agent, _ = train_ppo(_tiny(objective="clip"), progress=False)
+    kl_agent, _ = train_ppo(_tiny(objective="kl", num_epochs=2), progress=False)
+    for pg_param, clip_param in zip(pg_agent.parameters(), clip_agent.parameters()):
+        torch.testing.assert_close(pg_param, clip_param, rtol=1e-4, atol=1e-5)
+    moved = any(not torch.allclose(a, b) for a, b in zip(kl_agent.actor.parameters(), clip_agent.actor.parameters()))
+    assert moved  # a guard: the objective option really changes the update
+
+
+def test_kl_objective_adapts_beta_after_every_update(monkeypatch):
+    calls = []
+
+    def spy(beta, kl, target_kl):
+        calls.append((beta, kl, target_kl))
+        return beta * 2
+
+    monkeypatch.setattr(train_module, "adaptive_beta", spy)
+    train_ppo(_tiny(objective="kl", num_epochs=2, kl_beta=0.5, kl_target=0.02), progress=False)
+    assert [beta for beta, _, _ in calls] == [0.5, 1.0, 2.0]  # one call per update, each result used next
+    assert all(kl >= 0 and target == 0.02 for _, kl, target in calls)
+    calls.clear()
+    train_ppo(_tiny(objective="clip"), progress=False)
+    assert calls == []
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"objective": "trpo"}, "objective"),
+    ({"objective": "pg", "num_epochs": 4}, "num_epochs"),
+    ({"kl_beta": 0.0}, "kl_beta"),
+    ({"kl_target": -0.01}, "kl_target"),
+])
+def test_bad_objective_settings_name_the_field(changes, field):
+    with pytest.raises(ValueError, match=field):
+        PPOConfig(**changes)
