@@ -102,11 +102,13 @@ def _run(todo: list, jobs: int, out: Path, journal: Journal) -> None:
     from tqdm import tqdm
 
     attempts: dict[tuple[str, str], int] = {}
+    tqdm.monitor_interval = 0  # no monitor thread in the process the workers are forked from
+    _warm_up()  # before forking: the workers inherit nbgrader and ppo_lab already imported
     with tqdm(total=len(todo), desc="grading", unit="submission", disable=not todo) as bar:
         while todo:
             broken = []
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_warm_up) as pool:
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
                 futures = {pool.submit(worker.grade, job): (fingerprint, job) for fingerprint, job in todo}
                 for future in as_completed(futures):
                     fingerprint, job = futures[future]
@@ -134,7 +136,7 @@ def _run(todo: list, jobs: int, out: Path, journal: Journal) -> None:
 
 
 def _warm_up() -> None:
-    """Each worker imports nbgrader once, not once per submission."""
+    """Import nbgrader and the checks once, before the workers are forked, not once per submission."""
     import nbgrader.converters  # noqa: F401
     import ppo_lab.checks  # noqa: F401
 

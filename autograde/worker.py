@@ -20,7 +20,7 @@ import nbformat
 
 from . import course, static, submissions, verdicts
 from .execute import Limits, SandboxedExecute
-from .feedback import ShowVerdicts, status_page
+from .feedback import FeedbackHTMLExporter, ShowVerdicts, status_page
 
 # nbgrader's autograde trips a harmless SQLAlchemy autoflush warning on every new submission.
 warnings.filterwarnings("ignore", message=".*not in session.*")
@@ -191,6 +191,7 @@ def _feedback(job: Job, course_dir: Path, items: list[dict]) -> None:
     config = course.load_config(course_dir)
     config.GenerateFeedback.preprocessors = [
         *GenerateFeedback.class_traits()["preprocessors"].default(), ClearHiddenTests, ShowVerdicts]
+    config.GenerateFeedback.exporter_class = FeedbackHTMLExporter
     config.ShowVerdicts.verdicts = {i["item"]: {"passed": i["score"] == i["max_score"], "message": i["message"]}
                                     for i in items if i["score"] is not None}
     course.run_nbgrader(course.api(config).generate_feedback(job.assignment, job.student, force=True),
