@@ -33,8 +33,9 @@ from .trpo import categorical_kl, conjugate_gradient, probability_ratio
 
 @dataclass
 class TRPOConfig:
-    """TRPO's hyperparameters. Rollout fields mean what they mean in ``PPOConfig``; the defaults
-    collect the same batches as ``PPOConfig.fast_cartpole()`` so the two compare update for update."""
+    """TRPO's hyperparameters. Rollout fields mean what they mean in ``PPOConfig``. The defaults
+    (128 carts x 32 steps per update, 200k steps) solve CartPole in about 50 updates; give PPO the
+    same ``num_envs``, ``num_steps`` and ``total_timesteps`` to compare the two update for update."""
 
     max_kl: float = 0.02  # trust region: mean KL(pi_old || pi_new) allowed per update
     cg_steps: int = 10  # conjugate-gradient iterations (= Fisher-vector products) per update
