@@ -83,3 +83,20 @@ def test_a_detached_loss_is_caught_by_the_gradient():
 def test_the_time_major_case_is_visible_too():
     descriptions = [case.description for case in get("test_pg_loss").cases(0, hidden=False)]
     assert "[T, N] rollout" in descriptions
+
+
+def test_the_shipped_cartpole_policy_is_worth_destroying():
+    """Chapter 1 starts from ppo_lab/data/cartpole_policy.pt: it must load and really balance the pole."""
+    from importlib.resources import files
+
+    from ppo_lab.agent import ActorCritic
+    from ppo_lab.data.make_cartpole_policy import REQUIRED_RETURN, SETTINGS
+    from ppo_lab.train import evaluate
+
+    saved = torch.load(files("ppo_lab") / "data" / "cartpole_policy.pt", weights_only=True)
+    assert saved["settings"] == SETTINGS
+    agent = ActorCritic()
+    agent.load_state_dict(saved["actor_critic"])
+    torch.manual_seed(1)
+    returns = evaluate(agent, episodes=32, deterministic=False, seed=99)  # other episodes than when it was saved
+    assert sum(returns) / len(returns) >= REQUIRED_RETURN
