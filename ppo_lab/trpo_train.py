@@ -134,12 +134,13 @@ def trpo_policy_step(actor: torch.nn.Module, rollout: Rollout, config: TRPOConfi
     surrogate_before = surrogate()
     gradient = _flat_grad(surrogate_before, params)
 
-    # Natural gradient direction F^-1 g, then the step length that puts the quadratic model of
-    # the KL (1/2 s^T F s) exactly on the boundary max_kl.
     rejected = {"kl": 0.0, "surrogate_improvement": 0.0, "expected_improvement": 0.0,
                 "backtracks": config.backtrack_steps, "step_accepted": False}
     if not gradient.any():  # e.g. every advantage 0: the data asks for no change
         return rejected
+
+    # Natural gradient direction F^-1 g, then the step length that puts the quadratic model of
+    # the KL (1/2 s^T F s) exactly on the boundary max_kl.
     Fvp = fisher_vector_product(actor, rollout.obs, rollout.logits, config.cg_damping)
     direction = conjugate_gradient(Fvp, gradient, n_steps=config.cg_steps)
     curvature = (direction @ Fvp(direction)).item()
