@@ -169,8 +169,9 @@ def train_reward_model(sft_model: TinyLM, train_pairs: PreferencePairs, held_out
                        seed: int = 0, progress: bool = False) -> tuple[RewardModel, dict]:
     """Fit a ``RewardModel`` to preference pairs with ``loss_fn(chosen, rejected)`` (Bradley-Terry).
 
-    Returns the model (eval mode) and a log with per-epoch ``loss``, ``train_acc`` and
-    ``held_out_acc``.
+    Returns the model (eval mode) and a log with per-epoch ``loss`` (mean over the epoch's
+    minibatches), ``train_acc`` and ``held_out_acc`` (pair accuracies after the epoch).
+    ``progress``: show a progress bar.
     """
     torch.manual_seed(seed)
     model = RewardModel(sft_model)
@@ -178,7 +179,8 @@ def train_reward_model(sft_model: TinyLM, train_pairs: PreferencePairs, held_out
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(seed)
     log = {"loss": [], "train_acc": [], "held_out_acc": []}
-    for epoch in range(epochs):
+    bar = tqdm(total=epochs, disable=not progress, desc="reward model", unit="epoch")
+    for _ in range(epochs):
         order = torch.randperm(len(train_pairs), generator=gen)
         losses = []
         for start in range(0, len(order), batch_size):
@@ -195,9 +197,9 @@ def train_reward_model(sft_model: TinyLM, train_pairs: PreferencePairs, held_out
         log["train_acc"].append(pair_accuracy(model, train_pairs))
         log["held_out_acc"].append(pair_accuracy(model, held_out))
         model.train()
-        if progress:
-            print(f"epoch {epoch}: loss {log['loss'][-1]:.3f}  train acc {log['train_acc'][-1]:.3f}  "
-                  f"held-out acc {log['held_out_acc'][-1]:.3f}")
+        bar.update(1)
+        bar.set_postfix(loss=f"{log['loss'][-1]:.3f}", held_out_acc=f"{log['held_out_acc'][-1]:.3f}")
+    bar.close()
     model.eval()
     return model, log
 
@@ -210,7 +212,7 @@ def train_reward_model(sft_model: TinyLM, train_pairs: PreferencePairs, held_out
 @dataclass
 class RLHFConfig:
     kl_coef: float = 0.1        # weight of the per-token penalty log pi(t) - log pi_ref(t)
-    iterations: int = 30        # rollout + update cycles
+    iterations: int = 40        # rollout + update cycles
     batch_size: int = 64        # responses per rollout
     ppo_epochs: int = 3         # passes over each rollout (PPO's sample reuse)
     n_minibatches: int = 2

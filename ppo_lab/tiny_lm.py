@@ -4,7 +4,7 @@ Everything the RLHF chapter needs before preferences enter the picture lives her
 
 * a corpus the project writes itself: short templated product/film/restaurant reviews
   ("the pasta was really fresh but the service felt slow . loved it ."), positive, negative
-  or mixed, about two hundred distinct words;
+  or mixed, 171 distinct words;
 * a word-level vocabulary (``Vocab``) with ``<pad>``, ``<bos>`` and ``<eos>``;
 * ``TinyLM``: a 2-layer causal transformer with a language-model head and a value head (the
   value head is unused during supervised training and becomes PPO's critic later);

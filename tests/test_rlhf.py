@@ -15,11 +15,14 @@ from ppo_lab.checks import get, verify
 from ppo_lab.checks.core import run_answer
 from ppo_lab.checks.rlhf import PREFERENCE_MISTAKES, REWARD_MISTAKES
 from ppo_lab.rlhf_train import (
+    RewardModel,
     RLHFConfig,
     evaluate_policy,
     human_scores,
     make_preference_pairs,
     rlhf_ppo,
+    score_texts,
+    side_by_side,
     train_reward_model,
 )
 
@@ -268,3 +271,20 @@ def test_kl_penalty_prevents_the_reward_hacking_that_kl_coef_zero_falls_into(pip
     assert kl0["rm_score"] > base["rm_score"] + 0.5, summary
     assert kl0["human_score"] < base["human_score"] - 0.3, summary
     assert kl0["kl"] > 3 * tuned["kl"], summary
+
+
+def test_reward_model_normalisation_and_text_helpers(one_thread):
+    torch.manual_seed(0)
+    vocab = tiny_lm.Vocab()
+    sft = tiny_lm.TinyLM(len(vocab)).eval()
+    reward_model = RewardModel(sft)
+    samples = tiny_lm.generate(sft, tiny_lm.sample_prompts(64, vocab, seed=2), 8, vocab,
+                               generator=torch.Generator().manual_seed(0))
+    reward_model.normalize(samples)
+    scores = reward_model.score(samples)
+    assert scores.mean().item() == pytest.approx(0.0, abs=1e-4) and scores.std().item() == pytest.approx(1.0, abs=1e-4)
+    probes = score_texts(reward_model, vocab, ["the plot was great .", "the plot was great great great ."])
+    assert probes["human_score"][0] > probes["human_score"][1]
+    assert len(probes["rm_score"]) == 2
+    table = side_by_side({"before": ["a b c"], "after": ["d e"]}, width=10)
+    assert table.splitlines()[0].split() == ["before", "after"] and "a b c" in table
