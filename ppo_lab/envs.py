@@ -1,9 +1,9 @@
-"""CartPole-v1 for many environments at once, in torch tensors.
+"""CartPole-v1 for many environments at once, with torch tensors in and out.
 
-``BatchedCartPole(N)`` steps N independent carts with one batch of tensor operations. It follows
+``BatchedCartPole(N)`` steps N independent carts with one batch of array operations. It follows
 the Gymnasium vector-env API and reproduces ``gymnasium.make("CartPole-v1")`` exactly (same
 physics in float64, same 500-step time limit), so anything learned here transfers to Gymnasium.
-The point is speed: PPO needs a lot of experience, and stepping thousands of carts in one tensor
+The point is speed: PPO needs a lot of experience, and stepping a thousand carts in one array
 operation costs little more than stepping one.
 
 Autoreset follows Gymnasium's ``AutoresetMode.SAME_STEP``: when an episode ends, ``step`` already

@@ -141,7 +141,9 @@ def _one_torch_thread(function):
 
 
 @_one_torch_thread
-def train_ppo(config: PPOConfig | None = None, env=None, *, progress: bool = True, callback=None, agent=None):
+def train_ppo(
+    config: PPOConfig | None = None, env=None, *, progress: bool = True, callback=None, agent=None, gae_fn=None
+):
     """Train an actor-critic with PPO.
 
     Args:
@@ -152,6 +154,9 @@ def train_ppo(config: PPOConfig | None = None, env=None, *, progress: bool = Tru
         progress: show a progress bar.
         callback: called after every update with that update's history row; return True to stop.
         agent: an ``ActorCritic`` to keep training (default: a new one, seeded by config.seed).
+        gae_fn: the advantage estimator, called as ``gae_fn(rewards, values, dones, last_value,
+            gamma, gae_lambda) -> (advantages, returns)`` (default ``ppo_lab.gae.compute_gae``;
+            pass your own to train with it).
 
     Returns:
         ``(agent, history)``: history has one dict per update (see ``_history_row``).
@@ -166,6 +171,7 @@ def train_ppo(config: PPOConfig | None = None, env=None, *, progress: bool = Tru
     if env.num_envs != config.num_envs:
         raise ValueError(f"env has {env.num_envs} environments but config.num_envs is {config.num_envs}")
     autoreset_mode = _autoreset_mode(env)
+    gae_fn = compute_gae if gae_fn is None else gae_fn
     obs_dim = env.single_observation_space.shape[0]
     agent = ActorCritic(obs_dim, int(env.single_action_space.n)) if agent is None else agent
     parameters = list(agent.parameters())
@@ -234,7 +240,7 @@ def train_ppo(config: PPOConfig | None = None, env=None, *, progress: bool = Tru
         # ---- 2. Advantages: GAE, bootstrapping the rollout's end from V(s_T) ----
         with torch.no_grad():
             last_value = agent.value(next_obs)
-        advantages, returns = compute_gae(rewards, values, dones, last_value, config.gamma, config.gae_lambda)
+        advantages, returns = gae_fn(rewards, values, dones, last_value, config.gamma, config.gae_lambda)
 
         # Flatten [T, N] -> [B] and drop the NEXT_STEP reset steps.
         keep = valid.flatten()

@@ -319,3 +319,14 @@ def test_kl_objective_adapts_beta_after_every_update(monkeypatch):
 def test_bad_objective_settings_name_the_field(changes, field):
     with pytest.raises(ValueError, match=field):
         PPOConfig(**changes)
+
+
+def test_gae_fn_replaces_the_advantage_estimator():
+    calls = []
+
+    def my_gae(rewards, values, dones, last_value, gamma, gae_lambda):
+        calls.append((rewards.shape, gamma, gae_lambda))
+        return train_module.compute_gae(rewards, values, dones, last_value, gamma, gae_lambda)
+
+    train_ppo(tiny_config(total_timesteps=32, gamma=0.9, gae_lambda=0.5), progress=False, gae_fn=my_gae)
+    assert calls == [((8, 2), 0.9, 0.5)] * 2
