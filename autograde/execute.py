@@ -256,6 +256,9 @@ class SandboxedExecute(Execute):
     def _why_it_died(self, error: Exception) -> dict:
         if self._stopped_because and "longer than" in self._stopped_because:
             return {"status": "timeout", "reason": self._stopped_because}
+        if isinstance(error, CellTimeoutError) or self._cell_timed_out:
+            return {"status": "timeout", "reason": f"a cell ran longer than the {self.timeout} s per-cell limit "
+                                                   "and did not stop when interrupted"}
         if self._stopped_because:
             return {"status": "killed", "reason": self._stopped_because}
         if self._box.cgroups.out_of_memory():

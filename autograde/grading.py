@@ -7,12 +7,14 @@ the journal holds (same submission content, same course source) instead of dupli
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import multiprocessing
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -108,7 +110,8 @@ def _run(todo: list, jobs: int, out: Path, journal: Journal) -> None:
         while todo:
             broken = []
             context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_die_with_parent,
+                                     initargs=(os.getpid(),)) as pool:
                 futures = {pool.submit(worker.grade, job): (fingerprint, job) for fingerprint, job in todo}
                 for future in as_completed(futures):
                     fingerprint, job = futures[future]
@@ -139,6 +142,13 @@ def _warm_up() -> None:
     """Import nbgrader and the checks once, before the workers are forked, not once per submission."""
     import nbgrader.converters  # noqa: F401
     import ppo_lab.checks  # noqa: F401
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker must not outlive a killed grader (kill -9): forked, it would wait for work forever."""
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _grader_failed(job: worker.Job, reason: str) -> dict:

@@ -123,8 +123,9 @@ def grade(job: Job) -> dict:
     result["reason"] = "; ".join(r for r in reasons if r)
 
     if prepared.notebooks and outcome["status"] != "invalid":
-        apply_scores(course.load_config(course_dir).CourseDirectory.db_url, job.assignment, job.student,
-                     result["items"])
+        db_url = course.load_config(course_dir).CourseDirectory.db_url
+        _unanswered_scores(db_url, job.assignment, job.student, result["items"])
+        apply_scores(db_url, job.assignment, job.student, result["items"])
         _feedback(job, course_dir, result["items"])
     else:
         status_page(course_dir / "feedback" / job.student / job.assignment / f"{job.assignment}.html",
@@ -196,6 +197,18 @@ def _feedback(job: Job, course_dir: Path, items: list[dict]) -> None:
                                     for i in items if i["score"] is not None}
     course.run_nbgrader(course.api(config).generate_feedback(job.assignment, job.student, force=True),
                         f"generate_feedback {job.student}")
+
+
+def _unanswered_scores(db_url: str, assignment: str, student: str, items: list[dict]) -> None:
+    """nbgrader scores a written answer left as the stub 0 by itself; say so in the items too."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(db_url) as gb:
+        for item in items:
+            if item["score"] is None:
+                grade = gb.find_grade(item["item"], item["notebook"], assignment, student)
+                if grade.auto_score is not None and not grade.needs_manual_grade:
+                    item["score"], item["message"] = float(grade.auto_score), "no answer written"
 
 
 def apply_scores(db_url: str, assignment: str, student: str, items: list[dict]) -> None:
