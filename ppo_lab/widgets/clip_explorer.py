@@ -36,7 +36,7 @@ class ObjectiveView:
     unclipped: np.ndarray  # r * A
     clipped: np.ndarray  # clip(r, 1 - eps, 1 + eps) * A
     objective: np.ndarray  # min of the two: PPO-Clip's per-sample objective
-    zero_grad: tuple[float, float]  # (low, high) ratios where d objective / d r = 0; (x, x) if none
+    zero_grad: tuple[float, float]  # (low, high): the ratios where d objective / d r = 0
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class ClipExplorer(widgets.VBox):
     """
 
     def __init__(self, epsilon: float = 0.2, advantage: float = 1.0, spread: float = 0.15, seed: int = 0):
-        self.standard_ratios_seed = seed
+        self.seed = seed  # the batch keeps its draws as the spread changes
         style = {"description_width": "150px"}
         layout = widgets.Layout(width="460px")
         self.epsilon = widgets.FloatSlider(value=epsilon, min=0.05, max=0.5, step=0.01, description="clip range ε",
@@ -192,7 +192,7 @@ class ClipExplorer(widgets.VBox):
         for line, x in zip(self.objective_bounds, (1 - eps, 1 + eps)):
             line.set_xdata([x, x])
 
-        batch = batch_view(eps, sample_ratios(self.spread.value, seed=self.standard_ratios_seed), advantage)
+        batch = batch_view(eps, sample_ratios(self.spread.value, seed=self.seed), advantage)
         for bar, count, outside in zip(self.bars, batch.counts, batch.outside):
             bar.set_height(count)
             bar.set_facecolor(COLORS["clipped"] if outside else COLORS["unclipped"])
