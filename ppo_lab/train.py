@@ -105,12 +105,12 @@ class PPOConfig:
         (BatchedCartPole steps 32 carts about as fast as one). So: one minibatch per epoch (each
         Adam step sees the whole 1,024-transition rollout, a low-noise gradient), which tolerates a
         learning rate 17x the default; 20 epochs squeeze each rollout, and the clip keeps those
-        epochs from moving the policy too far. A shorter horizon (gamma 0.98, lambda 0.8) gives
-        lower-variance advantages; no entropy bonus, as CartPole needs little exploration.
+        epochs from moving the policy too far. No entropy bonus: CartPole needs little exploration.
+        gamma and gae_lambda stay at the defaults (0.98 / 0.8 needed ~1.5x more env steps here).
         """
         tuned = dict(
             num_envs=32, num_steps=32, num_minibatches=1, num_epochs=20, learning_rate=5e-3,
-            gamma=0.98, gae_lambda=0.8, entropy_coef=0.0, total_timesteps=51_200,  # 50 updates
+            entropy_coef=0.0, total_timesteps=51_200,  # 50 updates
         )  # fmt: skip
         return cls(**{**tuned, **overrides})
 
