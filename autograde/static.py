@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 PROTECTED_MODULES = {"torch", "numpy", "builtins", "ppo_lab", "sys", "math", "random", "os", "json",
                      "importlib", "nbgrader", "nbclient", "ipykernel", "IPython", "pickle"}
+HARMLESS_SETTINGS = ("os.environ", "torch.backends.")  # settings students may change; cannot sway a verdict
 TEST_HELPERS = {"check", "verify", "run_answer", "answer_or_reference"}
 # Inside an exercise function these reach code by a name the analysis cannot follow.
 DYNAMIC_ACCESS = {"__import__", "import_module", "exec", "eval", "compile", "getattr", "globals", "vars",
@@ -172,7 +173,8 @@ def _monkeypatching(tree: ast.Module, modules: dict[str, str]) -> list[str]:
         if dotted is None:
             return None
         root = dotted.split(".")[0]
-        if isinstance(target, (ast.Attribute, ast.Subscript)) and root in PROTECTED_MODULES:
+        if isinstance(target, (ast.Attribute, ast.Subscript)) and root in PROTECTED_MODULES \
+                and not dotted.startswith(HARMLESS_SETTINGS):
             return dotted
         return None
 
