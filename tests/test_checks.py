@@ -98,7 +98,7 @@ def test_answer_or_reference_says_which_one_runs(capsys):
     assert answer_or_reference(right_pg_loss, "test_pg_loss") is right_pg_loss
     assert answer_or_reference(lambda log_probs, advantages: 0, "test_pg_loss") is ppo_lab.pg_loss
     out = capsys.readouterr().out
-    assert "Using your pg_loss" in out and "uses ppo_lab.pg_loss instead" in out
+    assert "Using your pg_loss" in out and "uses ppo_lab.pg.pg_loss instead" in out
 
 
 def test_unknown_check_is_a_clear_error():

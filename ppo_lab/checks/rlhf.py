@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from .. import rlhf
 from .core import Case, Check, Mistake, register
 from .inputs import log_probs, normal, value_and_grads
-from .pg import judge_nan_aware
 
 # --- preference_loss --------------------------------------------------------------------------
 
@@ -66,7 +65,6 @@ register(Check(
     make_cases=_preference_cases,
     reference=rlhf.preference_loss,
     run=lambda answer, case: value_and_grads(answer, case, wrt=("chosen_rewards", "rejected_rewards")),
-    judge=judge_nan_aware,  # so the log(sigmoid) mistake, whose symptom is a NaN gradient, is recognised
     mistakes=PREFERENCE_MISTAKES,
 ))
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 import torch
 
 from .. import trpo
-from .core import Case, Check, Mistake, register
+from .core import Case, Check, Mistake, compare, register
 from .inputs import log_probs, normal
-from .pg import judge_nan_aware
 
 # --- shared helpers -----------------------------------------------------------------------------
 
@@ -60,7 +59,6 @@ register(Check(
     make_cases=_ratio_cases,
     reference=trpo.probability_ratio,
     run=lambda answer, case: _output_and_grads(answer, case, wrt=("new_log_probs", "old_log_probs")),
-    judge=judge_nan_aware,
     mistakes=(
         Mistake("ratio_from_probabilities",
                 "looks like the ratio was computed from probabilities, exp(new) / exp(old): both underflow to 0 "
@@ -126,7 +124,6 @@ register(Check(
     make_cases=_kl_cases,
     reference=trpo.categorical_kl,
     run=lambda answer, case: _output_and_grads(answer, case, wrt=("old_logits", "new_logits")),
-    judge=judge_nan_aware,
     mistakes=(
         Mistake("reversed_direction",
                 "looks like KL(pi_new || pi_old): the expectation must be under the OLD policy, the one that "
@@ -228,7 +225,7 @@ def _run_cg(answer, case: Case) -> dict:
 def _judge_cg(got, want, case: Case) -> str | None:
     if not isinstance(got, dict) or set(got) != {"x", "avp_calls"}:
         return f"the answer should return a tensor x of shape {list(want['x'].shape)}"
-    problem = judge_nan_aware(got["x"], want["x"], case)
+    problem = compare(got["x"], want["x"], case)
     if problem is not None:
         return problem.replace("result", "x", 1)
     if got["avp_calls"] != want["avp_calls"]:
