@@ -6,21 +6,24 @@
 are evaluated by the same function (``is_solved``: 20 episodes in parallel in a BatchedCartPole
 with a fixed seed), and the evaluation time counts in the wall time of both:
 
-* ppo_lab: ``PPOConfig.fast_cartpole()`` on ``BatchedCartPole``, evaluated after every update.
+* ppo_lab: ``PPOConfig.fast_cartpole()`` on ``BatchedCartPole``, evaluated after every update
+  (= every 1,024 env steps).
 * SB3 2.x: the RL-Zoo CartPole-v1 hyperparameters (8 envs x 32 steps, batch 256, 20 epochs,
   gamma 0.98, GAE lambda 0.8, no entropy bonus, lr and clip range linear from 1e-3 and 0.2 to 0,
-  1e5 steps) on Gymnasium's CartPole-v1, evaluated every ``--sb3-eval-every`` env steps by a
-  callback that stops training once solved.
+  1e5 steps) on Gymnasium's CartPole-v1, evaluated every ``--sb3-eval-every`` env steps
+  (default 1,024, the same as ppo_lab) by a callback that stops training once solved.
 
 The clock starts before the agent and its environments are built. Both use one torch thread
 (a second one does not help networks this small). Each seed runs ppo_lab and SB3 back to back,
-so the two see the same machine load; a short warm-up run of each comes first.
+so the two see similar machine load; a short warm-up run of each comes first. On a shared
+machine compare the ratios (and the CPU-time column), not absolute seconds.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
 import time
+from typing import NamedTuple
 
 import torch
 
@@ -58,10 +61,27 @@ def is_solved(agent) -> bool:
     return True
 
 
-def run_ppo_lab(seed: int, config: PPOConfig | None = None) -> tuple[float, int, bool]:
-    """Wall seconds and env steps until solved (or until the run's budget ends), and whether it solved."""
+class Run(NamedTuple):
+    """One run until solved (or until its budget ran out)."""
+
+    wall_seconds: float
+    cpu_seconds: float  # this process's CPU time: less sensitive to other load on the machine
+    env_steps: int
+    solved: bool
+
+
+class _Clock:
+    def __init__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def run(self, env_steps: int, solved: bool) -> Run:
+        return Run(time.perf_counter() - self.wall, time.process_time() - self.cpu, env_steps, solved)
+
+
+def run_ppo_lab(seed: int, config: PPOConfig | None = None) -> Run:
+    """ppo_lab's PPO with ``PPOConfig.fast_cartpole`` on BatchedCartPole, evaluated after every update."""
     config = PPOConfig.fast_cartpole(seed=seed) if config is None else config
-    start = time.perf_counter()
+    clock = _Clock()
     torch.manual_seed(seed)
     agent = ActorCritic()
     result = {"steps": 0, "solved": False}
@@ -72,7 +92,7 @@ def run_ppo_lab(seed: int, config: PPOConfig | None = None) -> tuple[float, int,
         return result["solved"]
 
     train_ppo(config, progress=False, callback=stop_when_solved, agent=agent)
-    return time.perf_counter() - start, result["steps"], result["solved"]
+    return clock.run(result["steps"], result["solved"])
 
 
 class _SB3Agent:
@@ -86,7 +106,7 @@ class _SB3Agent:
         return self.policy.get_distribution(obs).get_actions(deterministic=deterministic)
 
 
-def run_sb3(seed: int, eval_every: int, total_timesteps: int = SB3_TIMESTEPS) -> tuple[float, int, bool]:
+def run_sb3(seed: int, eval_every: int, total_timesteps: int = SB3_TIMESTEPS) -> Run:
     """Same measurement for SB3 PPO with the RL-Zoo hyperparameters for CartPole-v1."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
@@ -105,7 +125,7 @@ def run_sb3(seed: int, eval_every: int, total_timesteps: int = SB3_TIMESTEPS) ->
             self.solved = is_solved(_SB3Agent(self.model.policy))
             return not self.solved
 
-    start = time.perf_counter()
+    clock = _Clock()
     env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
     model = PPO(
         "MlpPolicy", env, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0,
@@ -115,11 +135,11 @@ def run_sb3(seed: int, eval_every: int, total_timesteps: int = SB3_TIMESTEPS) ->
     )  # fmt: skip
     callback = StopWhenSolved()
     model.learn(total_timesteps=total_timesteps, callback=callback)
-    return time.perf_counter() - start, model.num_timesteps, callback.solved
+    return clock.run(model.num_timesteps, callback.solved)
 
 
-def _cell(seconds: float, steps: int, solved: bool) -> str:
-    return f"{seconds:7.2f} s {steps:8,d}{'' if solved else ' (not solved)'}"
+def _cell(run: Run) -> str:
+    return f"{run.wall_seconds:6.2f} {run.cpu_seconds:6.2f} {run.env_steps:7,d}{'' if run.solved else ' NOT SOLVED'}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -130,22 +150,28 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
 
     print("warming up ...", flush=True)
-    run_ppo_lab(0, PPOConfig.fast_cartpole(seed=0, total_timesteps=4 * 4096))
+    run_ppo_lab(0, PPOConfig.fast_cartpole(seed=0, total_timesteps=8192))
     run_sb3(0, args.sb3_eval_every, total_timesteps=2048)
 
-    print(f"{'seed':>4} | {'ppo_lab: wall, env steps':>30} | {'SB3 (RL Zoo): wall, env steps':>30} | speed-up")
-    ppo_lab_times, sb3_times = [], []
+    print("seconds to a deterministic evaluation mean >= 475 (wall, CPU of this process) and env steps used")
+    print(f"{'seed':>4} | {'ppo_lab: wall    CPU   steps':>28} | {'SB3 RL-Zoo: wall    CPU   steps':>31} | SB3/ppo_lab wall")
+    ours, theirs = [], []
     for seed in args.seeds:
-        ours = run_ppo_lab(seed)
-        theirs = run_sb3(seed, args.sb3_eval_every)
-        ppo_lab_times.append(ours[0])
-        sb3_times.append(theirs[0])
-        print(f"{seed:>4} | {_cell(*ours):>30} | {_cell(*theirs):>30} | {theirs[0] / ours[0]:6.1f}x", flush=True)
-    ours_median, theirs_median = statistics.median(ppo_lab_times), statistics.median(sb3_times)
-    print(
-        f"median wall time: ppo_lab {ours_median:.2f} s, SB3 {theirs_median:.2f} s -> "
-        f"ppo_lab takes {ours_median / theirs_median:.2f} of SB3's time ({theirs_median / ours_median:.1f}x faster)"
-    )
+        ours.append(run_ppo_lab(seed))
+        theirs.append(run_sb3(seed, args.sb3_eval_every))
+        ratio = theirs[-1].wall_seconds / ours[-1].wall_seconds
+        print(f"{seed:>4} | {_cell(ours[-1]):>28} | {_cell(theirs[-1]):>31} | {ratio:5.1f}x", flush=True)
+
+    def median(runs: list[Run], field: str) -> float:
+        return statistics.median(getattr(run, field) for run in runs)
+
+    for field in ("wall_seconds", "cpu_seconds"):
+        print(
+            f"median {field.replace('_', ' ')}: ppo_lab {median(ours, field):.2f}, SB3 {median(theirs, field):.2f} "
+            f"-> ppo_lab takes {median(ours, field) / median(theirs, field):.2f} of SB3's time"
+        )
+    per_seed = statistics.median(b.wall_seconds / a.wall_seconds for a, b in zip(ours, theirs))
+    print(f"median of the per-seed wall-time speed-ups: {per_seed:.1f}x")
 
 
 if __name__ == "__main__":
