@@ -161,7 +161,7 @@ def train_ppo(
     Returns:
         ``(agent, history)``: history has one dict per update (see ``_history_row``).
 
-    Runs on one torch thread (see ``_one_torch_thread``): a seeded run is reproducible.
+    Runs on the CPU, on one torch thread (see ``_one_torch_thread``): a seeded run is reproducible.
     """
     config = PPOConfig() if config is None else config
     if not isinstance(config, PPOConfig):
