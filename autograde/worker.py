@@ -89,32 +89,7 @@ def grade(job: Job) -> dict:
     flags = set(record_problems) | {flag for f in findings.values() for flag in f.flags()}
     subversive = sorted(f for f in flags if f.startswith(SUBVERSIVE))
 
-    for name, notebook in master.items():
-        graded = name in prepared.notebooks and outcome["status"] != "invalid"
-        for cell in notebook.cells:
-            meta = cell.metadata.get("nbgrader", {})
-            if not meta.get("grade"):
-                continue
-            points = float(meta.get("points", 0))
-            item = None
-            if graded and cell.cell_type == "code" and not meta.get("solution"):
-                flagged = any(_reference_name(check_id) in findings[name].reference
-                              for check_id, _ in verdicts.expected_calls(cell.source))
-                item = verdicts.score_test_cell(meta["grade_id"], name, cell.source, points, records,
-                                                job.hidden_seed, flagged)
-                if item and outcome["status"] != "ok" and item.score == 0:
-                    item.message += f" ({outcome['reason']})"
-                if item and subversive:
-                    item.score = 0.0
-                    item.message += " | no points: the submission interferes with grading (" + ", ".join(subversive) + ")"
-            if item is None and graded and meta.get("solution"):
-                item = verdicts.Item(meta["grade_id"], name, None, points, "graded by hand in formgrader")
-            if item is None and not graded:
-                item = verdicts.Item(meta["grade_id"], name, 0.0, points, prepared.problems.get(
-                    name, ("", outcome["reason"]))[1])
-            if item is not None:
-                result["items"].append(item.as_dict())
-
+    result["items"] = [item.as_dict() for item in _items(job, master, prepared, outcome, records, findings, subversive)]
     flags |= {flag for item in result["items"] for flag in item["flags"].split(";") if flag}
     result["flags"] = sorted(flags)
     if flags:
@@ -132,6 +107,37 @@ def grade(job: Job) -> dict:
                     job.student, job.assignment, result["status"], result["reason"])
     shutil.rmtree(work / "sandbox", ignore_errors=True)
     return result
+
+
+def _items(job, master, prepared, outcome, records, findings, subversive) -> list[verdicts.Item]:
+    """One item per grade cell of the course's notebooks."""
+    items = []
+    for name, notebook in master.items():
+        graded = name in prepared.notebooks and outcome["status"] != "invalid"
+        for cell in notebook.cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if not meta.get("grade"):
+                continue
+            points = float(meta.get("points", 0))
+            if not graded:
+                reason = prepared.problems.get(name, ("", outcome["reason"]))[1]
+                items.append(verdicts.Item(meta["grade_id"], name, 0.0, points, reason))
+            elif meta.get("solution"):
+                items.append(verdicts.Item(meta["grade_id"], name, None, points, "graded by hand in formgrader"))
+            elif cell.cell_type == "code":
+                flagged = any(_reference_name(check_id) in findings[name].reference
+                              for check_id, _ in verdicts.expected_calls(cell.source))
+                item = verdicts.score_test_cell(meta["grade_id"], name, cell.source, points, records,
+                                                job.hidden_seed, flagged)
+                if item is None:  # a test cell without check(): nbgrader's own score stands
+                    continue
+                if outcome["status"] != "ok" and item.score == 0:
+                    item.message += f" ({outcome['reason']})"
+                if subversive:
+                    item.score = 0.0
+                    item.message += " | no points: the submission interferes with grading (" + ", ".join(subversive) + ")"
+                items.append(item)
+    return items
 
 
 def _reference_name(check_id: str) -> str | None:
