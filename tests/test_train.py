@@ -186,7 +186,7 @@ def test_next_step_reset_steps_are_masked_out(monkeypatch):
     counts = torch.cat(seen)[:, 0]
     assert len(counts) == 2 * 6  # 2 envs x 6 real transitions, not 2 x 8
     assert sorted(counts.tolist()) == [0.0] * 4 + [1.0] * 4 + [2.0] * 4
-    rewards, values, dones = gae_spy.calls[0][0][:3]
+    dones = gae_spy.calls[0][0][2]
     assert dones[:, 0].tolist() == [0, 0, 1, 0, 0, 0, 1, 0]
     assert history[0]["episode_returns"] == [3.0] * 4  # reset steps add nothing to a return
 
