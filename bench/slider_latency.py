@@ -1,6 +1,7 @@
 """Slider-to-paint latency of the course's explorers, in JupyterLab in headless Chromium.
 
     python -m bench.slider_latency [--moves 50] [--repeats 1] [--variants shipped draw-now]
+                                   [--candidate DIR]
 
 For each explorer (and each variant of it, below) a notebook that shows only that explorer is
 run in JupyterLab; then every slider is moved `--moves` times with the keyboard (focused noUi
@@ -15,13 +16,15 @@ The next move waits for that, plus SETTLE_S, so moves do not queue behind each o
 person stepping a slider, not holding a key down. A move with no new picture within
 MOVE_TIMEOUT_S counts as missed (and is printed). p50/p95 are over every move of an explorer.
 
-Variants (the explorer modules are not edited, the notebook patches one attribute):
+Variants (the explorer modules are not edited; the notebook cell differs):
   shipped   the explorer as it is.
+  candidate the explorer from DIR/ppo_lab (with --candidate DIR: a modified copy of the package),
+            measured in the same run as the shipped one, so both meet the same machine load.
   draw-now  the explorer's update() runs with `figure.canvas.draw_idle` bound to `draw`:
             ipympl's draw_idle() only asks the browser to ask the kernel for a draw (one more
             round trip through a busy kernel); draw() renders at once and sends the picture.
             Only inside update(): replacing draw_idle for good also hits ipympl's start-up
-            handshake, which then draws before the canvas has a size (blank figure, measured).
+            handshake: the browser then gets an image it cannot decode (measured: blank canvas).
 """
 from __future__ import annotations
 
@@ -50,9 +53,11 @@ BUILD = {
     CLIP.name: "from ppo_lab.widgets import clip_explorer\n\nexplorer = clip_explorer()",
     LAMBDA.name: "from ppo_lab.widgets import LambdaExplorer\n\nexplorer = LambdaExplorer()",
 }
+# The cell that shows each variant of an explorer; BUILD[explorer] replaces {build}.
 VARIANTS = {
-    "shipped": "",
-    "draw-now": """shipped_update = explorer.update
+    "shipped": "{build}\nexplorer",
+    "draw-now": """{build}
+shipped_update = explorer.update
 
 
 def update_drawing_now():
@@ -65,7 +70,7 @@ def update_drawing_now():
 
 
 explorer.update = update_drawing_now
-""",
+explorer""",
 }
 KERNEL = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
@@ -99,14 +104,14 @@ PROBE_JS = """(canvas) => {
 }"""
 
 
-def write_notebooks(folder: Path) -> list[tuple[str, str, Path]]:
+def write_notebooks(folder: Path, variants: dict[str, str]) -> list[tuple[str, str, Path]]:
     """(explorer, variant, notebook) for every explorer and variant."""
     written = []
     for explorer, build in BUILD.items():
-        for variant, patch in VARIANTS.items():
+        for variant, cell in variants.items():
             notebook = nbformat.v4.new_notebook(metadata={"kernelspec": KERNEL})
             notebook.cells = [nbformat.v4.new_code_cell("%matplotlib widget"),
-                              nbformat.v4.new_code_cell(f"{build}\n{patch}explorer")]
+                              nbformat.v4.new_code_cell(cell.replace("{build}", build))]
             path = folder / f"{explorer}-{variant}.ipynb"
             nbformat.write(notebook, path)
             written.append((explorer, variant, path))
@@ -163,11 +168,16 @@ def main() -> None:
     parser.add_argument("--moves", type=int, default=50, help="keyboard moves per slider")
     parser.add_argument("--repeats", type=int, default=1, help="rounds over all explorers and variants")
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--candidate", type=Path, help="folder holding a modified ppo_lab package to compare")
     args = parser.parse_args()
+    variants = {name: VARIANTS[name] for name in args.variants}
+    if args.candidate:
+        # Before the explorer's import, so the kernel imports the candidate's ppo_lab.
+        variants["candidate"] = f"import sys\n\nsys.path.insert(0, {str(args.candidate.resolve())!r})\n{VARIANTS['shipped']}"
     print(f"before: {conditions()}")
     pooled: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="slider-latency-") as folder, sync_playwright() as playwright:
-        notebooks = [n for n in write_notebooks(Path(folder)) if n[1] in args.variants]
+        notebooks = write_notebooks(Path(folder), variants)
         server = start_lab(root_dir=Path(folder), log_name="bench-jupyterlab.log")
         browser = launch_chromium(playwright)
         try:
