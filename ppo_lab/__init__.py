@@ -1,7 +1,10 @@
 """ppo_lab: reference implementations, environments and tools for the PPO course.
 
-Every exercise of the course has its reference version here (see ../shared/EXERCISE_API.md).
+Every exercise of the course has its reference version here (see ../shared/EXERCISE_API.md),
+next to the tools the chapters use: ``BatchedCartPole``, the PPO and TRPO trainers, ``evaluate``.
 """
+from .agent import ActorCritic
+from .envs import BatchedCartPole
 from .gae import compute_gae
 from .pg import pg_loss
 from .ppo import (
@@ -14,15 +17,22 @@ from .ppo import (
     ppo_objective_with_diagnostics,
 )
 from .rlhf import kl_penalized_rewards, preference_loss
+from .train import PPOConfig, evaluate, train_ppo
 from .trpo import categorical_kl, conjugate_gradient, probability_ratio
+from .trpo_train import TRPOConfig, train_trpo
 
 __all__ = [
+    "ActorCritic",
+    "BatchedCartPole",
+    "PPOConfig",
+    "TRPOConfig",
     "adaptive_beta",
     "adaptive_epsilon",
     "categorical_kl",
     "clip_active_mask",
     "compute_gae",
     "conjugate_gradient",
+    "evaluate",
     "get_lr",
     "kl_penalized_rewards",
     "pg_loss",
@@ -31,4 +41,6 @@ __all__ = [
     "ppo_objective_with_diagnostics",
     "preference_loss",
     "probability_ratio",
+    "train_ppo",
+    "train_trpo",
 ]
