@@ -204,11 +204,17 @@ def _prepare_assignment(out: Path, source: Path, assignment: str) -> str:
     shutil.copytree(source / assignment, out / "solutions" / assignment,
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
     course.generate(out, [assignment])
+    # The workers' template: this gradebook without its students. A copy, not a second
+    # generate_assignment: creating a gradebook runs nbgrader's `alembic` command (seconds).
+    from nbgrader.api import Gradebook
+
     template = out / ".autograde" / f"template-{assignment}.db"
-    template.unlink(missing_ok=True)
-    with tempfile.TemporaryDirectory(prefix="template-", dir=_jobs_base()) as scratch:
-        shutil.copytree(out / "solutions" / assignment, Path(scratch) / "solutions" / assignment)
-        course.generate(Path(scratch), [assignment], db_url=f"sqlite:///{template}")
+    partial = template.with_suffix(".partial")
+    shutil.copy(out / "gradebook.db", partial)
+    with Gradebook(f"sqlite:///{partial}") as gb:
+        for student in list(gb.students):
+            gb.remove_student(student.id)
+    os.replace(partial, template)
     stamp.write_text(source_hash)
     return source_hash
 
