@@ -108,12 +108,19 @@ def test_view_is_a_pure_function_of_the_slider_values():
 
 
 def test_view_estimate_is_gae_on_the_shown_episode():
-    view = explorer_view(0.95, 0.0)
-    # lambda = 0: each estimate is one TD error; the target is the same TD error with the true Q.
-    assert len(view["steps"]) >= 12
-    assert not torch.allclose(view["estimate"].double(), view["target"], atol=1e-3)  # the critic is wrong
-    at_one = explorer_view(0.95, 1.0)
-    assert at_one["estimate"].shape == at_one["target"].shape
+    gamma = 0.95
+    episode = gae_lab.one_episode(MDP, seed=0)
+    v_hat = gae_lab.critic_values(MDP, gamma)[episode["states"]]
+    next_v_hat = torch.cat((v_hat[1:], torch.zeros(1)))  # the episode ends with its last step
+    rewards = episode["rewards"].double()
+    # lambda = 0: one TD error per step, with the imperfect critic.
+    td_errors = rewards + gamma * next_v_hat - v_hat
+    torch.testing.assert_close(explorer_view(gamma, 0.0)["estimate"].double(), td_errors, atol=1e-5, rtol=0)
+    # lambda = 1: the discounted return of the rest of the episode minus V_hat.
+    discounts = gamma ** torch.arange(len(rewards), dtype=torch.float64)
+    returns = torch.stack([(rewards[t:] * discounts[: len(rewards) - t]).sum() for t in range(len(rewards))])
+    torch.testing.assert_close(explorer_view(gamma, 1.0)["estimate"].double(), returns - v_hat, atol=1e-4, rtol=0)
+    assert not torch.allclose(td_errors, explorer_view(gamma, 0.0)["target"], atol=1e-3)  # the critic is wrong
 
 
 def test_view_current_statistics_agree_with_the_curve():
