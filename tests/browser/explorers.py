@@ -62,13 +62,17 @@ class ExplorerView:
 
     def __init__(self, page: Page, spec: ExplorerSpec):
         self.page, self.spec = page, spec
-        first_label = page.locator(".widget-slider .widget-label", has_text=re.compile(f"^{re.escape(spec.sliders[0])}$"))
+        first_label = page.locator(".widget-slider .widget-label",
+                                   has_text=re.compile(f"^{re.escape(spec.sliders[0])}$"))
         self.output = page.locator(".jp-OutputArea-output", has=first_label)
         self.canvas = self.output.locator(IPYMPL_CANVAS)
 
-    def handle(self, label: str) -> Locator:
+    def slider(self, label: str) -> Locator:
         exact = self.page.locator(".widget-label", has_text=re.compile(f"^{re.escape(label)}$"))
-        return self.output.locator(".widget-slider", has=exact).locator(".noUi-handle")
+        return self.output.locator(".widget-slider", has=exact)
+
+    def handle(self, label: str) -> Locator:
+        return self.slider(label).locator(".noUi-handle")
 
     def value(self, label: str) -> float:
         # The slider's own readout, as the student reads it: noUiSlider's aria-valuenow lags behind
@@ -79,8 +83,7 @@ class ExplorerView:
         return {label: self.value(label) for label in self.spec.sliders}
 
     def slider_readout(self, label: str) -> str:
-        exact = self.page.locator(".widget-label", has_text=re.compile(f"^{re.escape(label)}$"))
-        return self.output.locator(".widget-slider", has=exact).locator(".widget-readout").text_content()
+        return self.slider(label).locator(".widget-readout").text_content()
 
     def readout(self) -> str:
         # textContent, not innerText: JupyterLab skips the layout of cells out of view

@@ -13,7 +13,9 @@ STATUS_ITEMS = "#jp-main-statusbar .jp-StatusBar-Item"
 DIALOG = ".jp-Dialog"
 IPYMPL_CANVAS = ".jupyter-matplotlib-canvas-div canvas:first-child"  # the second one draws the zoom box
 INLINE_IMAGE = ".jp-OutputArea-output img"
-WIDGET_VIEW = ".jp-OutputArea-output > .jupyter-widgets"  # one top-level view per widget output
+# A widget output is a panel holding the view (ipywidgets' `.jupyter-widgets`, ipympl's
+# `.jupyter-matplotlib`); closed or failed widgets leave it without one.
+WIDGET_VIEW = ".jp-OutputArea-output.lm-Panel > .lm-Widget"
 POLL_S = 0.25
 # True once something was drawn: a canvas never painted is one uniform colour (transparent).
 CANVAS_PAINTED_JS = """(canvas) => {
@@ -125,11 +127,16 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
 def expected_outputs(notebook_cells: list[dict]) -> dict[str, int]:
-    """What the kernel sent: rich outputs that must show up on the page."""
+    """What the kernel sent: rich outputs that must show up on the page.
+
+    An output carrying a widget view shows the widget (e.g. an ipympl figure, whose bundle also
+    holds a PNG for other front ends); only the other outputs with an image show an image.
+    """
     data = [out.get("data", {}) for c in notebook_cells for out in c["outputs"]]
+    widgets = [bool(d.get(WIDGET_MIME, {}).get("model_id")) for d in data]
     return {
-        "images": sum(any(m in d for m in IMAGE_MIMES) for d in data),
-        "widgets": sum(bool(d.get(WIDGET_MIME, {}).get("model_id")) for d in data),
+        "images": sum(not widget and any(m in d for m in IMAGE_MIMES) for d, widget in zip(data, widgets)),
+        "widgets": sum(widgets),
     }
 
 
