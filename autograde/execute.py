@@ -176,18 +176,18 @@ class SandboxedExecute(Execute):
         box = Box(Path(self.box_root), list(self.hide.get("paths", [])), limits)
         spec = box.write_spec(box.root.parent / "sandbox.json")
         self.kernel_manager_class = SandboxedKernelManager
-        self._stopped_because = None
+        self._stopped: tuple[str, str] | None = None  # (status, reason) when the grader killed the box
         self._output_bytes = 0
         self._cell_timed_out = False
         self._finished_cells: set[int] = set()
         self._windows: list[list] = []  # [grade_id, start, end]: records.jsonl bytes written by a test cell
         self._box = box
         self._spec = spec
+        self._open_window = None
         timer = threading.Timer(self.notebook_timeout, self._stop, args=(
-            f"the notebook ran longer than the {self.notebook_timeout:g} s limit",))
+            "timeout", f"the notebook ran longer than the {self.notebook_timeout:g} s limit"))
         timer.start()
         outcome = {"status": "ok", "reason": ""}
-        self._open_window = None
         try:
             nb, resources = super().preprocess(nb, resources, km)
         except (DeadKernelError, CellTimeoutError, RuntimeError) as error:  # includes a failed kernel start
@@ -241,26 +241,24 @@ class SandboxedExecute(Execute):
     def output(self, outs, msg, display_id, cell_index):
         self._output_bytes += len(json.dumps(msg.get("content", {})))
         if self._output_bytes > self.max_output_bytes:
-            self._stop(f"the notebook printed more than {self.max_output_bytes // 1_000_000} MB of output")
+            self._stop("killed", f"the notebook printed more than {self.max_output_bytes // 1_000_000} MB of output")
             return None
         return super().output(outs, msg, display_id, cell_index)
 
-    def _stop(self, reason: str) -> None:
+    def _stop(self, status: str, reason: str) -> None:
         """Kill the box: the sandbox's first process; --kill-child takes its PID namespace along."""
-        if self._stopped_because is None:
-            self._stopped_because = reason
+        if self._stopped is None:
+            self._stopped = (status, reason)
         process = getattr(getattr(self.km, "provisioner", None), "process", None)
         if process is not None:
             _kill(process.pid)
 
     def _why_it_died(self, error: Exception) -> dict:
-        if self._stopped_because and "longer than" in self._stopped_because:
-            return {"status": "timeout", "reason": self._stopped_because}
+        if self._stopped:
+            return {"status": self._stopped[0], "reason": self._stopped[1]}
         if isinstance(error, CellTimeoutError) or self._cell_timed_out:
             return {"status": "timeout", "reason": f"a cell ran longer than the {self.timeout} s per-cell limit "
                                                    "and did not stop when interrupted"}
-        if self._stopped_because:
-            return {"status": "killed", "reason": self._stopped_because}
         if self._box.cgroups.out_of_memory():
             return {"status": "killed", "reason": f"the notebook used more than {self.memory_mb} MB of memory"}
         return {"status": "killed", "reason": "the kernel died (os._exit, a crash, a signal or a resource limit): "

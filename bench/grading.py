@@ -74,7 +74,8 @@ def bare_execution(submitted: Path) -> float:
     started = time.perf_counter()
     for path in sorted(submitted.glob("*/*/*.ipynb")):
         notebook = nbformat.read(path, as_version=4)
-        NotebookClient(notebook, allow_errors=True, resources={"metadata": {"path": str(path.parent)}}).execute()
+        NotebookClient(notebook, allow_errors=True, resources={"metadata": {"path": str(path.parent)}},
+                       extra_arguments=["--IPKernelApp.log_level=ERROR"]).execute()
     return time.perf_counter() - started
 
 
