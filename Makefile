@@ -47,6 +47,7 @@ explore: $(STAMP)
 bench: $(STAMP)
 	$(PIP) -e '.[test,bench]'
 	$(PY) -m bench.cartpole
+	$(PY) -m bench.grading
 
 clean:
 	rm -rf $(VENV) test-artifacts

@@ -24,6 +24,8 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbgrader.preprocessors import Execute
 from traitlets import Dict, Float, Integer, Unicode
 
+from .course import REPO
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -143,7 +145,8 @@ class Box:
                "JUPYTER_CONFIG_DIR": f"{work}/.jupyter", "JUPYTER_DATA_DIR": f"{work}/.jupyter",
                "JUPYTER_RUNTIME_DIR": str(self.ipc), "PYDEVD_DISABLE_FILE_VALIDATION": "1",
                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PPO_LAB_GRADING_DIR": str(self.grading)}
-        spec = {"box": str(self.root), "work": work, "hide": self.hide, "env": env,
+        keep = sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)} | {str(REPO / "ppo_lab")})
+        spec = {"box": str(self.root), "work": work, "hide": self.hide, "keep": keep, "env": env,
                 "cgroups": [str(p) for p in self.cgroups.dirs.values()],
                 "rlimits": self.cgroups.rlimits(self.limits)}
         path.write_text(json.dumps(spec))

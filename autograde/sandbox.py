@@ -8,7 +8,8 @@ Two stages, both short-lived Python processes that end by exec'ing the next one:
    all), mount and PID namespaces; ``--kill-child`` takes the whole PID namespace down with it.
 2. inside (``--inside``, PID 1 of the new namespace, root of the new user namespace): cover the
    paths the student must not see (gradebook, sources with hidden tests, other submissions,
-   /tmp) with empty tmpfs, keep only the box directory writable, make every other mount
+   /tmp) with empty tmpfs, bind back what the kernel needs (the box, Python, ppo_lab), keep
+   only the box directory writable, make every other mount
    read-only, drop every capability (so none of this can be undone), then exec the kernel in
    the throw-away working copy with a clean environment.
 
@@ -60,13 +61,16 @@ def outside(spec: dict, kernel_cmd: list[str]) -> None:
 
 def inside(spec: dict, kernel_cmd: list[str]) -> None:
     box = spec["box"]
-    box_fd = os.open(box, os.O_PATH)  # reach the box again once /tmp is covered
+    # What the kernel needs (the box, Python, ppo_lab) may lie below a covered path, e.g. a
+    # checkout under /tmp: hold on to each, then bind it back in place once the covers are on.
+    needed = {path: os.open(path, os.O_PATH) for path in [box, *spec["keep"]] if os.path.isdir(path)}
     for path in sorted(spec["hide"], key=len):  # parents first; covered children no longer exist
         if os.path.isdir(path):
             mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
-    os.makedirs(box, exist_ok=True)
-    mount(f"/proc/self/fd/{box_fd}", box, None, MS_BIND)
-    os.close(box_fd)
+    for path, fd in sorted(needed.items()):
+        os.makedirs(path, exist_ok=True)
+        mount(f"/proc/self/fd/{fd}", path, None, MS_BIND)
+        os.close(fd)
     mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=64m")
     writable = {box, "/dev/shm"}
     for mount_point in _mount_points():
