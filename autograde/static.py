@@ -120,7 +120,7 @@ def _reference_aliases(trees, reference_names, modules) -> set[str]:
     """Module-level names bound to the reference (``from ppo_lab import pg_loss as f``, ``f = pl.pg_loss``)."""
     tainted = set()
     for tree in trees:
-        for node in ast.walk(tree):
+        for node in _module_level(tree):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "ppo_lab" \
                     and "checks" not in node.module.split("."):
                 tainted |= {alias.asname or alias.name for alias in node.names}
@@ -133,12 +133,31 @@ def _reference_aliases(trees, reference_names, modules) -> set[str]:
     return tainted - TEST_HELPERS
 
 
+def _module_level(tree: ast.Module):
+    """Every node outside function and class bodies: names bound there are globals."""
+    pending = list(tree.body)
+    while pending:
+        node = pending.pop()
+        yield node
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            pending.extend(ast.iter_child_nodes(node))
+
+
+def _local_names(function: ast.AST) -> set[str]:
+    """Arguments and names assigned in the function: they shadow globals of the same name."""
+    arguments = function.args
+    names = {a.arg for a in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs,
+                             arguments.vararg, arguments.kwarg] if a is not None}
+    return names | {sub.id for sub in ast.walk(function) if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store)}
+
+
 def _functions_reaching(functions: dict[str, ast.AST], tainted: set[str], modules: dict[str, str]) -> set[str]:
     """Student functions that reach the reference (directly, through dynamic access, or through
     another student function that does)."""
     def direct(function) -> bool:
+        global_tainted = tainted - _local_names(function)
         for sub in ast.walk(function):
-            if isinstance(sub, ast.Name) and sub.id in tainted:
+            if isinstance(sub, ast.Name) and sub.id in global_tainted:
                 return True
             if isinstance(sub, ast.Attribute) and sub.attr in DYNAMIC_ACCESS:
                 return True

@@ -410,15 +410,13 @@ def test_static_scan_names_reference_use_and_monkeypatching():
     assert static.scan(["%time x = 1\n!ls"], [], names).flags() == []
 
 
-def test_release_in_repo_matches_its_sources(tmp_path):
-    """notebooks/ is generated from solutions/ (python -m autograde release): it must not drift."""
-    chapters = course.assignments(course.SOURCE) if course.SOURCE.is_dir() else []
-    if not chapters:
-        pytest.skip("no chapters in solutions/ yet")
-    course.release(tmp_path, course.SOURCE, chapters)
-    for chapter in chapters:
-        for fresh in sorted((tmp_path / chapter).glob("*.ipynb")):
-            committed = course.RELEASE / chapter / fresh.name
-            assert committed.exists(), f"{committed} is missing: run `python -m autograde release`"
-            assert nbformat.read(committed, as_version=4) == nbformat.read(fresh, as_version=4), \
-                f"{committed} has drifted from solutions/: run `python -m autograde release`"
+def test_static_scan_respects_scope():
+    """A global that holds something from ppo_lab does not taint a function's own local of that name."""
+    names = {"conjugate_gradient"}
+    demo = "_, history = train_ppo(config)\n"
+    honest = "def conjugate_gradient(Avp, b, n_steps=10, tol=1e-10):\n    for _ in range(n_steps):\n        pass\n    return b\n"
+    course_code = ["from ppo_lab import train_ppo"]
+    assert static.scan([demo, honest], course_code, names).flags() == []
+    via_global = "import ppo_lab as pl\nhelper = pl.conjugate_gradient\n" \
+                 "def conjugate_gradient(Avp, b, n_steps=10, tol=1e-10):\n    y = helper\n    return y(Avp, b)\n"
+    assert static.scan([via_global], [], names).flags() == ["reference:conjugate_gradient"]
