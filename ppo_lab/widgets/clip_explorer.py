@@ -22,6 +22,7 @@ from matplotlib.patches import Rectangle
 
 from .. import _validate
 from ..style import COLORS, ZERO_GRAD_ALPHA
+from ._blit import BlitDrawer
 
 RATIO_LIMITS = (0.0, 2.0)  # the objective plot's x range
 HISTOGRAM_EDGES = np.linspace(0.0, 2.5, 51)  # ratio bins of the batch view (the last one collects r >= 2.5)
@@ -148,6 +149,10 @@ class ClipExplorer(widgets.VBox):
         self._build_batch_axes(self.figure.add_subplot(1, 2, 2))
         for slider in (self.epsilon, self.advantage, self.spread):
             slider.observe(self._on_change, names="value")
+        self.drawer = BlitDrawer(self.figure, [
+            self.zero_grad_patch, self.unclipped_line, self.clipped_line, self.objective_line,
+            *self.objective_bounds, self.band_patch, *self.bars,
+        ])
         self.update()
         super().__init__([self.epsilon, self.advantage, self.spread, self.canvas, self.readout])
 
@@ -196,11 +201,12 @@ class ClipExplorer(widgets.VBox):
         for bar, count, outside in zip(self.bars, batch.counts, batch.outside):
             bar.set_height(count)
             bar.set_facecolor(COLORS["clipped"] if outside else COLORS["unclipped"])
+        ylim = self.batch_axes.get_ylim()
         self.batch_axes.set_ylim(0, 1.1 * max(batch.counts.max(), 1))
         self.band_patch.set_x(1 - eps)
         self.band_patch.set_width(2 * eps)
         self.readout.value = readout_html(eps, batch)
-        self.canvas.draw_idle()
+        self.drawer.redraw(limits_changed=self.batch_axes.get_ylim() != ylim)
 
 
 def clip_explorer(epsilon: float = 0.2, advantage: float = 1.0, spread: float = 0.15, seed: int = 0) -> ClipExplorer:

@@ -21,6 +21,7 @@ import torch
 
 from .. import gae_lab
 from ..style import COLORS
+from ._blit import BlitDrawer
 
 LAMBDA_GRID = torch.linspace(0.0, 1.0, 101, dtype=torch.float64)
 EPISODE_SEED = 0
@@ -103,6 +104,8 @@ class LambdaExplorer:
         for k in range(steps + 1):
             _curves(mdp, self.gamma_slider.min + k * self.gamma_slider.step)
         self._build_artists()
+        self.drawer = BlitDrawer(self.figure, [self.target_line, self.estimate_line, *self.curve_lines.values(),
+                                               self.lambda_marker])
         self.update()
         for slider in (self.lambda_slider, self.gamma_slider):
             slider.observe(lambda change: self.update(), names="value")
@@ -142,10 +145,11 @@ class LambdaExplorer:
         self.estimate_line.set_ydata(view["estimate"].numpy())
         for key, line in self.curve_lines.items():
             line.set_ydata(view[key].numpy())
+        ylim = self.curves_ax.get_ylim()
         self.curves_ax.set_ylim(0.0, 1.05 * view["mse"].max().item())
         self.lambda_marker.set_xdata([gae_lambda, gae_lambda])
         self.readout.value = readout_html(view, gamma, gae_lambda)
-        self.figure.canvas.draw_idle()
+        self.drawer.redraw(limits_changed=self.curves_ax.get_ylim() != ylim)
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
