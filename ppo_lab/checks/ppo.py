@@ -4,12 +4,11 @@ Each is judged against ``ppo_lab.ppo``; ``ppo_derivations.py`` holds the chapter
 """
 from __future__ import annotations
 
-import math
 
 import torch
 
 from .. import ppo
-from .core import Case, Check, Mistake, compare, register
+from .core import Case, Check, Mistake, register
 from .inputs import log_probs, normal, value_and_grads
 
 # --- case makers ---------------------------------------------------------------------------------
@@ -203,32 +202,11 @@ def _diagnostics(*, ratio_from="log", detach_old=True, kl="k3", clip_fraction="o
     return diagnostics
 
 
-def _without_nan(value):
-    """NaN -> a sentinel, recursively, so that two outputs with NaN in the same places compare equal."""
-    if isinstance(value, dict):
-        return {key: _without_nan(item) for key, item in value.items()}
-    if isinstance(value, torch.Tensor) and value.is_floating_point():
-        return torch.nan_to_num(value, nan=-123456.0)
-    if isinstance(value, float) and math.isnan(value):
-        return -123456.0
-    return value
-
-
-def _judge_diagnostics(got, want, case: Case) -> str | None:
-    """``compare``, except that NaN matches NaN: a NaN-producing mistake (0/0) can then be recognised.
-    The reference never gives NaN, so a NaN answer still fails, with "got nan" in the message."""
-    problem = compare(got, want, case)
-    if problem is not None and compare(_without_nan(got), _without_nan(want), case) is None:
-        return None
-    return problem
-
-
 register(Check(
     grade_id="test_ppo_objective_with_diagnostics",
     make_cases=_diagnostic_cases,
     reference=ppo.ppo_objective_with_diagnostics,
     run=_run_diagnostics,
-    judge=_judge_diagnostics,
     mistakes=(
         Mistake("ratio_from_probabilities",
                 "looks like the ratio was computed from probabilities: exp(log p) underflows to 0 for unlikely "
