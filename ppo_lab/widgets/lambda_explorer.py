@@ -98,7 +98,7 @@ class LambdaExplorer:
                                                 description="γ", readout_format=".2f")
         self.readout = widgets.HTML()
         with plt.ioff():
-            self.figure, (self.episode_ax, self.curves_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+            self.figure, (self.episode_ax, self.curves_ax) = plt.subplots(1, 2, figsize=(9, 3.6))
         # Solve the curves for every gamma on the slider now (~1 s), so that no move waits for them.
         steps = round((self.gamma_slider.max - self.gamma_slider.min) / self.gamma_slider.step)
         for k in range(steps + 1):
