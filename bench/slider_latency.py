@@ -1,6 +1,6 @@
 """Slider-to-paint latency of the course's explorers, in JupyterLab in headless Chromium.
 
-    python -m bench.slider_latency [--moves 50] [--repeats 1] [--variants shipped draw-now]
+    python -m bench.slider_latency [--moves 50] [--repeats 1] [--variants shipped]
                                    [--candidate DIR]
 
 For each explorer (and each variant of it, below) a notebook that shows only that explorer is
@@ -20,11 +20,6 @@ Variants (the explorer modules are not edited; the notebook cell differs):
   shipped   the explorer as it is.
   candidate the explorer from DIR/ppo_lab (with --candidate DIR: a modified copy of the package),
             measured in the same run as the shipped one, so both meet the same machine load.
-  draw-now  the explorer's update() runs with `figure.canvas.draw_idle` bound to `draw`:
-            ipympl's draw_idle() only asks the browser to ask the kernel for a draw (one more
-            round trip through a busy kernel); draw() renders at once and sends the picture.
-            Only inside update(): replacing draw_idle for good also hits ipympl's start-up
-            handshake: the browser then gets an image it cannot decode (measured: blank canvas).
 """
 from __future__ import annotations
 
@@ -56,21 +51,6 @@ BUILD = {
 # The cell that shows each variant of an explorer; BUILD[explorer] replaces {build}.
 VARIANTS = {
     "shipped": "{build}\nexplorer",
-    "draw-now": """{build}
-shipped_update = explorer.update
-
-
-def update_drawing_now():
-    canvas = explorer.figure.canvas
-    canvas.draw_idle = canvas.draw
-    try:
-        shipped_update()
-    finally:
-        del canvas.draw_idle
-
-
-explorer.update = update_drawing_now
-explorer""",
 }
 KERNEL = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 

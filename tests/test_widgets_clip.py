@@ -82,7 +82,7 @@ def test_bad_input_raises_value_error_naming_the_argument(call, argument):
 def test_sliders_move_the_artists_in_place():
     explorer = clip_explorer()
     assert isinstance(explorer, (ClipExplorer, widgets.VBox)) and explorer.canvas in explorer.children
-    objective_line, patch, bars = explorer.objective_line, explorer.zero_grad_patch, list(explorer.bars)
+    objective_line, patch, inside = explorer.objective_line, explorer.zero_grad_patch, explorer.inside_bars
 
     explorer.epsilon.value = 0.3
     explorer.advantage.value = -1.5
@@ -94,6 +94,10 @@ def test_sliders_move_the_artists_in_place():
     assert np.allclose(objective_line.get_ydata(), view.objective)
     assert (patch.get_x(), patch.get_x() + patch.get_width()) == pytest.approx(view.zero_grad)
     assert explorer.band_patch.get_x() == pytest.approx(0.7) and explorer.band_patch.get_width() == pytest.approx(0.6)
-    assert [bar.get_height() for bar in bars] == batch.counts.tolist()
+    assert explorer.inside_bars is inside
+    shown = explorer.inside_bars.get_data().values + explorer.outside_bars.get_data().values
+    assert shown.tolist() == batch.counts.tolist()
+    assert (explorer.outside_bars.get_data().values[~batch.outside] == 0).all()
+    assert (explorer.inside_bars.get_data().values[batch.outside] == 0).all()
     assert f"{batch.clip_fraction:.3f}" in explorer.readout.value
     assert f"{batch.approx_kl:.4f}" in explorer.readout.value

@@ -130,15 +130,7 @@ def test_view_current_statistics_agree_with_the_curve():
         assert view["current"][key] == pytest.approx(view[key][index].item())
 
 
-@pytest.fixture
-def ipympl_backend():
-    previous = matplotlib.get_backend()
-    matplotlib.use("module://ipympl.backend_nbagg")
-    yield
-    matplotlib.use(previous)
-
-
-def test_slider_moves_update_the_same_artists_in_place(ipympl_backend):
+def test_slider_moves_update_the_same_artists_in_place():
     explorer = LambdaExplorer(gae_lambda=0.5, gamma=0.95)
     estimate_line, marker = explorer.estimate_line, explorer.lambda_marker
     before = estimate_line.get_ydata().copy()
@@ -157,6 +149,23 @@ def test_slider_moves_update_the_same_artists_in_place(ipympl_backend):
     explorer.lambda_slider.value = 1.0
     assert "<b>∞</b>" in explorer.readout.value
     assert explorer.figure.canvas in explorer.widget.children
+
+
+def test_drawing_never_asks_for_another_draw(monkeypatch):
+    # In a notebook (%matplotlib widget: interactive mode) a figure made through pyplot asks for a
+    # full draw whenever one of its artists changes; redrawing the rescaling y axis changes its
+    # ticks, so every draw asked for the next one and the kernel never went idle.
+    monkeypatch.setattr(matplotlib, "is_interactive", lambda: True)
+    explorer = LambdaExplorer()
+    canvas = explorer.figure.canvas
+    requests = []
+    monkeypatch.setattr(canvas, "draw_idle", lambda: requests.append("draw_idle"))
+    canvas.draw()  # the first picture, as when the browser asks for it
+    for gamma in (0.8, 1.0, 0.9):  # each move rescales the curves' y axis
+        explorer.gamma_slider.value = gamma
+    explorer.lambda_slider.value = 0.3
+    assert requests == []
+    assert explorer.curves_ax.get_ylim()[1] == pytest.approx(1.05 * explorer.curve_lines["mse"].get_ydata().max())
 
 
 def test_gae_on_uses_the_given_gae_function():

@@ -16,13 +16,11 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 import numpy as np
-from ipympl.backend_nbagg import Canvas, FigureManager
-from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from .. import _validate
 from ..style import COLORS, ZERO_GRAD_ALPHA
-from ._blit import BlitDrawer
+from ._blit import BlitDrawer, explorer_figure
 
 RATIO_LIMITS = (0.0, 2.0)  # the objective plot's x range
 HISTOGRAM_EDGES = np.linspace(0.0, 2.5, 51)  # ratio bins of the batch view (the last one collects r >= 2.5)
@@ -139,19 +137,15 @@ class ClipExplorer(widgets.VBox):
         self.spread = widgets.FloatSlider(value=spread, min=0.0, max=0.5, step=0.01,
                                           description="batch spread (std log r)", style=style, layout=layout)
         self.readout = widgets.HTML()
-        self.figure = Figure(figsize=(9.5, 3.6), layout="constrained")
-        self.canvas = Canvas(self.figure)
-        FigureManager(self.canvas, 0)  # gives the canvas the manager ipympl expects when it is shown
-        self.canvas.header_visible = False
-        self.canvas.toolbar_visible = False
-        self.canvas.resizable = False
+        self.figure = explorer_figure((9.5, 3.6))
+        self.canvas = self.figure.canvas
         self._build_objective_axes(self.figure.add_subplot(1, 2, 1))
         self._build_batch_axes(self.figure.add_subplot(1, 2, 2))
         for slider in (self.epsilon, self.advantage, self.spread):
             slider.observe(self._on_change, names="value")
         self.drawer = BlitDrawer(self.figure, [
             self.zero_grad_patch, self.unclipped_line, self.clipped_line, self.objective_line,
-            *self.objective_bounds, self.band_patch, *self.bars,
+            *self.objective_bounds, self.band_patch, self.inside_bars, self.outside_bars, self.batch_axes.yaxis,
         ])
         self.update()
         super().__init__([self.epsilon, self.advantage, self.spread, self.canvas, self.readout])
@@ -175,9 +169,10 @@ class ClipExplorer(widgets.VBox):
         self.band_patch = Rectangle((0, 0), 0, 1, transform=ax.get_xaxis_transform(), color=COLORS["objective"],
                                     alpha=ZERO_GRAD_ALPHA, label="[1 − ε, 1 + ε]")
         ax.add_patch(self.band_patch)
-        widths = np.diff(HISTOGRAM_EDGES)
-        self.bars = ax.bar(HISTOGRAM_EDGES[:-1], np.zeros(len(widths)), width=widths, align="edge",
-                           color=COLORS["unclipped"], edgecolor="white", linewidth=0.3)
+        # Two step outlines over the same bins: the counts inside the range, and those outside it.
+        empty = np.zeros(len(HISTOGRAM_EDGES) - 1)
+        self.inside_bars = ax.stairs(empty, HISTOGRAM_EDGES, fill=True, color=COLORS["unclipped"])
+        self.outside_bars = ax.stairs(empty, HISTOGRAM_EDGES, fill=True, color=COLORS["clipped"])
         self.batch_axes = ax
         ax.legend(loc="upper right", fontsize=8)
 
@@ -198,15 +193,13 @@ class ClipExplorer(widgets.VBox):
             line.set_xdata([x, x])
 
         batch = batch_view(eps, sample_ratios(self.spread.value, seed=self.seed), advantage)
-        for bar, count, outside in zip(self.bars, batch.counts, batch.outside):
-            bar.set_height(count)
-            bar.set_facecolor(COLORS["clipped"] if outside else COLORS["unclipped"])
-        ylim = self.batch_axes.get_ylim()
+        self.inside_bars.set_data(np.where(batch.outside, 0, batch.counts))
+        self.outside_bars.set_data(np.where(batch.outside, batch.counts, 0))
         self.batch_axes.set_ylim(0, 1.1 * max(batch.counts.max(), 1))
         self.band_patch.set_x(1 - eps)
         self.band_patch.set_width(2 * eps)
         self.readout.value = readout_html(eps, batch)
-        self.drawer.redraw(limits_changed=self.batch_axes.get_ylim() != ylim)
+        self.drawer.redraw()
 
 
 def clip_explorer(epsilon: float = 0.2, advantage: float = 1.0, spread: float = 0.15, seed: int = 0) -> ClipExplorer:

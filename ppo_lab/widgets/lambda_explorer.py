@@ -16,12 +16,11 @@ from __future__ import annotations
 from functools import lru_cache
 
 import ipywidgets as widgets
-import matplotlib.pyplot as plt
 import torch
 
 from .. import gae_lab
 from ..style import COLORS
-from ._blit import BlitDrawer
+from ._blit import BlitDrawer, explorer_figure
 
 LAMBDA_GRID = torch.linspace(0.0, 1.0, 101, dtype=torch.float64)
 EPISODE_SEED = 0
@@ -87,7 +86,7 @@ def readout_html(view: dict, gamma: float, gae_lambda: float) -> str:
 class LambdaExplorer:
     """Sliders for lambda and gamma driving the explorer figure; display it in a notebook.
 
-    Use with ``%matplotlib widget`` (ipympl): the figure canvas is then a widget and updates in place.
+    The figure sits on its own ipympl canvas (a widget) whatever matplotlib backend is active.
     """
 
     def __init__(self, gae_lambda: float = 0.95, gamma: float = 0.99, mdp: gae_lab.ChainMDP = gae_lab.ChainMDP()):
@@ -97,22 +96,20 @@ class LambdaExplorer:
         self.gamma_slider = widgets.FloatSlider(value=gamma, min=0.8, max=1.0, step=0.01,
                                                 description="γ", readout_format=".2f")
         self.readout = widgets.HTML()
-        with plt.ioff():
-            self.figure, (self.episode_ax, self.curves_ax) = plt.subplots(1, 2, figsize=(9, 3.6))
+        self.figure = explorer_figure((9, 3.6))
+        self.episode_ax, self.curves_ax = self.figure.subplots(1, 2)
         # Solve the curves for every gamma on the slider now (~1 s), so that no move waits for them.
         steps = round((self.gamma_slider.max - self.gamma_slider.min) / self.gamma_slider.step)
         for k in range(steps + 1):
             _curves(mdp, self.gamma_slider.min + k * self.gamma_slider.step)
         self._build_artists()
         self.drawer = BlitDrawer(self.figure, [self.target_line, self.estimate_line, *self.curve_lines.values(),
-                                               self.lambda_marker])
+                                               self.lambda_marker, self.curves_ax.yaxis])
         self.update()
         for slider in (self.lambda_slider, self.gamma_slider):
             slider.observe(lambda change: self.update(), names="value")
-        children = [widgets.HBox([self.lambda_slider, self.gamma_slider]), self.readout]
-        if isinstance(self.figure.canvas, widgets.DOMWidget):  # ipympl; other backends show no live figure
-            children.append(self.figure.canvas)
-        self.widget = widgets.VBox(children)
+        self.widget = widgets.VBox([widgets.HBox([self.lambda_slider, self.gamma_slider]), self.readout,
+                                    self.figure.canvas])
 
     def _build_artists(self) -> None:
         view = explorer_view(self.gamma_slider.value, self.lambda_slider.value, self.mdp)
@@ -135,7 +132,6 @@ class LambdaExplorer:
         ax.set(xlabel="GAE λ", ylabel="averaged over visited (s, a)", xlim=(0, 1),
                title="bias² and variance of Â_t")
         ax.legend(loc="upper center", fontsize=8)
-        self.figure.tight_layout()
 
     def update(self) -> None:
         """Redraw for the current slider values (in place: set_ydata / set_xdata only)."""
@@ -145,11 +141,10 @@ class LambdaExplorer:
         self.estimate_line.set_ydata(view["estimate"].numpy())
         for key, line in self.curve_lines.items():
             line.set_ydata(view[key].numpy())
-        ylim = self.curves_ax.get_ylim()
         self.curves_ax.set_ylim(0.0, 1.05 * view["mse"].max().item())
         self.lambda_marker.set_xdata([gae_lambda, gae_lambda])
         self.readout.value = readout_html(view, gamma, gae_lambda)
-        self.drawer.redraw(limits_changed=self.curves_ax.get_ylim() != ylim)
+        self.drawer.redraw()
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
