@@ -1,8 +1,9 @@
-"""PPO from start to finish, in one file you can read top to bottom.
+"""PPO from start to finish: this file and the rollout it calls (``rollout.py``), top to bottom.
 
 One update of PPO:
-  1. Rollout: run the current policy for ``num_steps`` steps in ``num_envs`` environments and
-     store what happened (observations, actions, their log-probabilities, values, rewards).
+  1. Rollout (``RolloutCollector``, shared with TRPO): run the current policy for ``num_steps``
+     steps in ``num_envs`` environments and store what happened (observations, actions, their
+     log-probabilities, values, rewards).
   2. Advantages: Generalized Advantage Estimation over the rollout, bootstrapping wherever an
      episode did not really end (time-limit truncation, end of the rollout).
   3. Optimisation: ``num_epochs`` passes over the rollout in ``num_minibatches`` shuffled
@@ -21,14 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode
 from tqdm.auto import tqdm
 
-from .agent import ActorCritic
 from .envs import BatchedCartPole
 from .gae import compute_gae
 from .pg import pg_loss
 from .ppo import adaptive_beta, get_lr, ppo_kl_objective, ppo_objective_with_diagnostics
+from .rollout import RolloutCollector, as_obs, autoreset_mode, env_and_agent, env_step
 
 
 @dataclass
@@ -166,35 +166,12 @@ def train_ppo(
     config = PPOConfig() if config is None else config
     if not isinstance(config, PPOConfig):
         raise ValueError(f"config must be a PPOConfig, got {type(config).__name__}")
-    torch.manual_seed(config.seed)
-    env = BatchedCartPole(config.num_envs, seed=config.seed) if env is None else env
-    if env.num_envs != config.num_envs:
-        raise ValueError(f"env has {env.num_envs} environments but config.num_envs is {config.num_envs}")
-    autoreset_mode = _autoreset_mode(env)
+    env, agent = env_and_agent(config, env, agent)
+    collector = RolloutCollector(env, seed=config.seed)
     gae_fn = compute_gae if gae_fn is None else gae_fn
-    obs_dim = env.single_observation_space.shape[0]
-    agent = ActorCritic(obs_dim, int(env.single_action_space.n)) if agent is None else agent
     parameters = list(agent.parameters())
     # fused=True: one kernel for the whole Adam update instead of a few per parameter tensor.
     optimizer = torch.optim.Adam(parameters, lr=config.learning_rate, eps=1e-5, fused=True)
-    T, N = config.num_steps, config.num_envs
-
-    # Rollout storage, time-major [T, N], filled in place every update.
-    obs = torch.zeros(T, N, obs_dim)
-    actions = torch.zeros(T, N, dtype=torch.long)
-    log_probs = torch.zeros(T, N)
-    old_logits = torch.zeros(T, N, int(env.single_action_space.n))  # PPO-KL's penalty needs the whole distribution
-    values = torch.zeros(T, N)
-    rewards = torch.zeros(T, N)
-    dones = torch.zeros(T, N)
-    valid = torch.ones(T, N, dtype=torch.bool)
-
-    next_obs = _as_obs(env.reset(seed=config.seed)[0])
-    # With NEXT_STEP autoreset the step after an episode's end is not a transition: the env ignores
-    # the action and only returns the first observation of the next episode. Such steps are
-    # masked out of the loss. (SAME_STEP envs reset inside the final step; nothing to mask.)
-    next_is_reset_step = torch.zeros(N, dtype=torch.bool)
-    running_return = torch.zeros(N)
     history, start, global_step = [], time.perf_counter(), 0
     kl_beta = config.kl_beta
 
@@ -204,75 +181,34 @@ def train_ppo(
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        # ---- 1. Rollout with the current policy (no gradients needed: this is data) ----
-        finished_returns = []
-        for t in range(T):
-            obs[t] = next_obs
-            valid[t] = ~next_is_reset_step
-            with torch.no_grad():
-                policy = agent.policy(next_obs)
-                action = policy.sample()
-                log_probs[t] = policy.log_prob(action)
-                old_logits[t] = policy.logits
-                values[t] = agent.value(next_obs)
-            actions[t] = action
-            next_obs, reward, terminated, truncated, final_obs = _step(env, action, autoreset_mode)
-            done = terminated | truncated
-            running_return += reward
-            if done.any():
-                finished_returns += running_return[done].tolist()
-                running_return[done] = 0.0
-
-            # A time limit is not a terminal state: the cart could have kept going, and the return
-            # after the cut is worth V(final_obs). compute_gae only knows terminations, so add that
-            # value to this step's reward and then cut the episode here (done = 1), which stops GAE
-            # from looking past it into the next episode.
-            cut_by_time_limit = truncated & ~terminated
-            if cut_by_time_limit.any():
-                with torch.no_grad():
-                    reward = reward + config.gamma * agent.value(final_obs) * cut_by_time_limit
-            rewards[t] = reward
-            dones[t] = done.float()
-            if autoreset_mode is AutoresetMode.NEXT_STEP:
-                next_is_reset_step = done
-            global_step += N
-
-        # ---- 2. Advantages: GAE, bootstrapping the rollout's end from V(s_T) ----
-        with torch.no_grad():
-            last_value = agent.value(next_obs)
-        advantages, returns = gae_fn(rewards, values, dones, last_value, config.gamma, config.gae_lambda)
-
-        # Flatten [T, N] -> [B] and drop the NEXT_STEP reset steps.
-        keep = valid.flatten()
-        b_obs = obs.flatten(0, 1)[keep]
-        b_actions, b_log_probs = actions.flatten()[keep], log_probs.flatten()[keep]
-        b_old_logits = old_logits.flatten(0, 1)[keep]
-        b_advantages, b_returns, b_values = advantages.flatten()[keep], returns.flatten()[keep], values.flatten()[keep]
+        # ---- 1. and 2. Rollout with the current policy, then GAE advantages (ppo_lab/rollout.py) ----
+        rollout = collector.collect(agent, config.num_steps, config.gamma, config.gae_lambda, gae_fn)
+        global_step += config.num_steps * config.num_envs
 
         # ---- 3. Optimisation: several epochs of minibatch steps on the same rollout ----
         stats = {"policy_loss": [], "value_loss": [], "entropy": [], "clip_fraction": [], "approx_kl": []}
         kl_exceeded = False
         for _epoch in range(config.num_epochs):
-            for batch in torch.randperm(len(b_obs)).tensor_split(config.num_minibatches):
-                policy = agent.policy(b_obs[batch])
-                new_log_probs = policy.log_prob(b_actions[batch])
+            for batch in torch.randperm(len(rollout)).tensor_split(config.num_minibatches):
+                policy = agent.policy(rollout.obs[batch])
+                new_log_probs = policy.log_prob(rollout.actions[batch])
                 entropy = policy.entropy().mean()
-                batch_advantages = b_advantages[batch]
+                batch_advantages = rollout.advantages[batch]
                 if config.norm_adv:
                     # Per minibatch: the loss scale stays the same whatever the reward scale.
                     batch_advantages = (batch_advantages - batch_advantages.mean()) / (batch_advantages.std() + 1e-8)
                 # ratio = exp(new - old log-prob) with the old log-probs constant, clipped at 1 +/- eps.
                 ppo = ppo_objective_with_diagnostics(
-                    b_log_probs[batch], new_log_probs, batch_advantages, config.clip_epsilon
+                    rollout.log_probs[batch], new_log_probs, batch_advantages, config.clip_epsilon
                 )
                 if config.objective == "clip":
                     policy_loss = ppo["loss"]
                 elif config.objective == "kl":  # a KL penalty instead of the clip
-                    ratio = torch.exp(new_log_probs - b_log_probs[batch])
-                    policy_loss = ppo_kl_objective(ratio, batch_advantages, b_old_logits[batch], policy.logits, kl_beta)
+                    ratio = torch.exp(new_log_probs - rollout.log_probs[batch])
+                    policy_loss = ppo_kl_objective(ratio, batch_advantages, rollout.logits[batch], policy.logits, kl_beta)
                 else:  # "pg": one step per rollout, where the ratio is 1 and PPO's gradient is this one anyway
                     policy_loss = pg_loss(new_log_probs, batch_advantages)
-                value_loss = (agent.value(b_obs[batch]) - b_returns[batch]).pow(2).mean()
+                value_loss = (agent.value(rollout.obs[batch]) - rollout.returns[batch]).pow(2).mean()
                 loss = policy_loss + config.value_coef * value_loss - config.entropy_coef * entropy
 
                 optimizer.zero_grad()
@@ -296,7 +232,8 @@ def train_ppo(
             # moved less than kl_target / 1.5, double it if it moved more than 1.5 * kl_target.
             kl_beta = adaptive_beta(kl_beta, max(0.0, float(np.mean(stats["approx_kl"]))), config.kl_target)
 
-        row = _history_row(update, global_step, lr, stats, b_values, b_returns, finished_returns, start)
+        row = _history_row(update, global_step, lr, stats, rollout.values, rollout.returns, rollout.episode_returns,
+                           start)
         history.append(row)
         bar.update(1)
         bar.set_postfix(mean_return=f"{row['mean_episode_return']:.1f}")
@@ -345,14 +282,14 @@ def evaluate(agent, env=None, *, episodes: int = 20, deterministic: bool = True,
         if isinstance(num_envs, bool) or num_envs < 1:
             raise ValueError(f"env must be a vector env, a positive number of envs or None, got {env!r}")
         env = BatchedCartPole(num_envs, seed=seed)
-    autoreset_mode = _autoreset_mode(env)
+    mode = autoreset_mode(env)
     per_env = -(-episodes // env.num_envs)  # ceil: episodes each env must finish
     finished = [[] for _ in range(env.num_envs)]
     running_return = torch.zeros(env.num_envs)
-    obs = _as_obs(env.reset(seed=seed)[0])
+    obs = as_obs(env.reset(seed=seed)[0])
     while min(len(returns) for returns in finished) < per_env:
         actions = agent.act(obs, deterministic=deterministic)
-        obs, reward, terminated, truncated, _ = _step(env, actions, autoreset_mode)
+        obs, reward, terminated, truncated, _ = env_step(env, actions, mode)
         running_return += reward  # NEXT_STEP reset steps have reward 0: they add nothing
         done = terminated | truncated
         if done.any():
@@ -361,42 +298,3 @@ def evaluate(agent, env=None, *, episodes: int = 20, deterministic: bool = True,
             running_return[done] = 0.0
     # Round by round (every env's first episode, then every env's second, ...), cut at `episodes`.
     return [finished[i][k] for k in range(per_env) for i in range(env.num_envs)][:episodes]
-
-
-def _autoreset_mode(env) -> AutoresetMode:
-    mode = getattr(env, "metadata", {}).get("autoreset_mode", AutoresetMode.NEXT_STEP)
-    if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
-        raise ValueError(f"env must autoreset (NEXT_STEP or SAME_STEP), got autoreset_mode={mode!r}")
-    return mode
-
-
-def _as_obs(obs) -> torch.Tensor:
-    return torch.as_tensor(obs, dtype=torch.float32)
-
-
-def _step(env, actions: torch.Tensor, autoreset_mode: AutoresetMode):
-    """``env.step`` in torch tensors, for BatchedCartPole and Gymnasium (numpy) vector envs alike.
-
-    Returns:
-        next_obs ``[N, obs_dim]``, reward ``[N]`` float32, terminated ``[N]`` bool, truncated
-        ``[N]`` bool and final_obs ``[N, obs_dim]``: the observation each env really reached with
-        this step. It differs from next_obs only where a SAME_STEP env has just reset; with
-        NEXT_STEP autoreset next_obs is still the last observation of an episode that ended.
-    """
-    if isinstance(env, BatchedCartPole):
-        next_obs, reward, terminated, truncated, info = env.step(actions)
-        return next_obs, reward, terminated, truncated, info["final_obs"]
-    next_obs, reward, terminated, truncated, info = env.step(actions.cpu().numpy())
-    next_obs = _as_obs(next_obs)
-    final_obs = next_obs
-    if autoreset_mode is AutoresetMode.SAME_STEP and "_final_obs" in info:
-        ended = torch.as_tensor(info["_final_obs"], dtype=torch.bool)
-        final_obs = next_obs.clone()
-        final_obs[ended] = _as_obs(np.stack(info["final_obs"][info["_final_obs"]]))
-    return (
-        next_obs,
-        torch.as_tensor(reward, dtype=torch.float32),
-        torch.as_tensor(terminated, dtype=torch.bool),
-        torch.as_tensor(truncated, dtype=torch.bool),
-        final_obs,
-    )

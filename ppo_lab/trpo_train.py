@@ -25,9 +25,7 @@ from torch.distributions import Categorical
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from tqdm.auto import tqdm
 
-from .agent import ActorCritic
-from .envs import BatchedCartPole
-from .rollout import Rollout, RolloutCollector
+from .rollout import Rollout, RolloutCollector, env_and_agent
 from .trpo import categorical_kl, conjugate_gradient, probability_ratio
 
 
@@ -179,7 +177,8 @@ def train_trpo(config: TRPOConfig | None = None, env=None, *, progress: bool = T
 
     Args:
         config: hyperparameters (default ``TRPOConfig()``, sized like ``PPOConfig.fast_cartpole()``).
-        env: a ``BatchedCartPole`` (default: ``BatchedCartPole(config.num_envs, seed=config.seed)``).
+        env: a vector env as ``train_ppo`` takes it (default:
+            ``BatchedCartPole(config.num_envs, seed=config.seed)``).
         progress: show a progress bar.
         callback: called after every update with that update's history row; return True to stop.
         agent: an ``ActorCritic`` to keep training (default: a new one, seeded by config.seed).
@@ -197,11 +196,7 @@ def train_trpo(config: TRPOConfig | None = None, env=None, *, progress: bool = T
     config = TRPOConfig() if config is None else config
     if not isinstance(config, TRPOConfig):
         raise ValueError(f"config must be a TRPOConfig, got {type(config).__name__}")
-    torch.manual_seed(config.seed)
-    env = BatchedCartPole(config.num_envs, seed=config.seed) if env is None else env
-    if env.num_envs != config.num_envs:
-        raise ValueError(f"env has {env.num_envs} environments but config.num_envs is {config.num_envs}")
-    agent = ActorCritic(env.single_observation_space.shape[0], int(env.single_action_space.n)) if agent is None else agent
+    env, agent = env_and_agent(config, env, agent)
     value_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=config.value_learning_rate, eps=1e-5)
     collector = RolloutCollector(env, seed=config.seed)
     history, start = [], time.perf_counter()
