@@ -1,7 +1,6 @@
 """Slider-to-paint latency of the course's explorers, in JupyterLab in headless Chromium.
 
-    python -m bench.slider_latency [--moves 50] [--repeats 1] [--variants shipped]
-                                   [--candidate DIR]
+    python -m bench.slider_latency [--moves 50] [--repeats 1] [--candidate DIR]
 
 For each explorer (and each variant of it, below) a notebook that shows only that explorer is
 run in JupyterLab; then every slider is moved `--moves` times with the keyboard (focused noUi
@@ -49,9 +48,7 @@ BUILD = {
     LAMBDA.name: "from ppo_lab.widgets import LambdaExplorer\n\nexplorer = LambdaExplorer()",
 }
 # The cell that shows each variant of an explorer; BUILD[explorer] replaces {build}.
-VARIANTS = {
-    "shipped": "{build}\nexplorer",
-}
+SHIPPED = "{build}\nexplorer"
 KERNEL = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 # Installs window.latencyProbe on the explorer's canvas (see the module docstring).
@@ -147,13 +144,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--moves", type=int, default=50, help="keyboard moves per slider")
     parser.add_argument("--repeats", type=int, default=1, help="rounds over all explorers and variants")
-    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--candidate", type=Path, help="folder holding a modified ppo_lab package to compare")
     args = parser.parse_args()
-    variants = {name: VARIANTS[name] for name in args.variants}
+    variants = {"shipped": SHIPPED}
     if args.candidate:
         # Before the explorer's import, so the kernel imports the candidate's ppo_lab.
-        variants["candidate"] = f"import sys\n\nsys.path.insert(0, {str(args.candidate.resolve())!r})\n{VARIANTS['shipped']}"
+        variants["candidate"] = f"import sys\n\nsys.path.insert(0, {str(args.candidate.resolve())!r})\n{SHIPPED}"
     print(f"before: {conditions()}")
     pooled: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="slider-latency-") as folder, sync_playwright() as playwright:
