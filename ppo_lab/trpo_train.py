@@ -176,7 +176,7 @@ def train_trpo(config: TRPOConfig | None = None, env=None, *, progress: bool = T
     """Train an actor-critic with TRPO.
 
     Args:
-        config: hyperparameters (default ``TRPOConfig()``, sized like ``PPOConfig.fast_cartpole()``).
+        config: hyperparameters (default ``TRPOConfig()``).
         env: a vector env as ``train_ppo`` takes it (default:
             ``BatchedCartPole(config.num_envs, seed=config.seed)``).
         progress: show a progress bar.
