@@ -31,9 +31,7 @@ lab: $(STAMP)
 
 # Debian's Chromium for the browser tests; never a browser downloaded by playwright.
 chromium:
-	@command -v chromium >/dev/null || { \
-		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	bash scripts/install-chromium.sh
 
 test: $(STAMP) chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
