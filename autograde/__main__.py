@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--memory", type=int, default=2048, help="MB of memory per submission (default: %(default)s)")
     grade.add_argument("--source", type=Path, default=course.SOURCE,
                        help="nbgrader source notebooks (default: %(default)s)")
+    grade.add_argument("--executor", choices=["local", "dask"],
+                       help="where submissions are graded: local processes (--jobs of them) or a Dask cluster "
+                            "(default: dask with --scheduler, else local)")
+    grade.add_argument("--scheduler", metavar="ADDRESS",
+                       help="address of a running Dask scheduler, e.g. tcp://10.0.0.1:8786 (--executor dask; "
+                            "without it, dask starts a local cluster of --jobs workers)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -42,10 +48,15 @@ def main(argv: list[str] | None = None) -> int:
             for path in course.release(args.release_dir, args.source, args.assignments or None):
                 print(f"released {path}")
             return 0
+        kind = args.executor or ("dask" if args.scheduler else "local")
+        if kind == "local" and args.scheduler:
+            parser.error("--scheduler needs --executor dask")
+        from . import executors
         from .grading import Limits, grade_class  # heavier imports only when grading
 
         grade_class(args.submissions, args.out, source=args.source, assignment_ids=args.assignment,
-                    jobs=args.jobs, limits=Limits(timeout=args.timeout, cell_timeout=args.cell_timeout, memory_mb=args.memory))
+                    jobs=args.jobs, limits=Limits(timeout=args.timeout, cell_timeout=args.cell_timeout, memory_mb=args.memory),
+                    executor=executors.create(kind, jobs=args.jobs, scheduler=args.scheduler))
         return 0
     except course.CourseError as error:
         print(f"error: {error}", file=sys.stderr)

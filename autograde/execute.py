@@ -22,9 +22,14 @@ from jupyter_client.manager import AsyncKernelManager
 from nbformat.notebooknode import NotebookNode
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbgrader.preprocessors import Execute
-from traitlets import Dict, Float, Integer, Unicode
+from traitlets import Float, Integer, Unicode
 
-from .course import REPO
+from ppo_lab.checks import protocol
+
+from . import build
+
+# The operating system the kernel sees (read-only); symlinks such as /bin -> usr/bin stay links.
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 
 
 @dataclass(frozen=True)
@@ -38,27 +43,44 @@ class Limits:
 
 
 class Cgroups:
-    """A fresh cgroup per submission in the v1 ``memory`` and ``pids`` hierarchies, when the grader
-    may create them; otherwise rlimits stand in (RLIMIT_AS for memory; RLIMIT_NPROC, which does
-    not bind a root grader)."""
+    """A fresh cgroup per submission for memory, processes and CPU: under the cgroup v2 tree, or in
+    the v1 ``memory``/``pids``/``cpu`` hierarchies, wherever the grader may create one. What no
+    cgroup can enforce falls back to an rlimit, and ``warnings`` says so in words."""
 
-    def __init__(self, limits: Limits):
-        self.dirs: dict[str, Path] = {}
-        settings = {"memory": {"memory.limit_in_bytes": limits.memory_mb * 2**20},
-                    "pids": {"pids.max": limits.max_processes},
-                    "cpu": {"cpu.cfs_period_us": 100_000, "cpu.cfs_quota_us": 100_000}}  # one core at most
+    def __init__(self, limits: Limits, *, mounts: str = "/proc/self/mountinfo", own: str = "/proc/self/cgroup"):
+        self.dirs: dict[str, Path] = {}  # controller -> the submission's cgroup directory
+        self.version: int | None = None
         name = f"autograde-{uuid.uuid4().hex[:12]}"
-        for controller, base in _own_v1_cgroups().items():
-            if controller not in settings:
+        v1, v2 = _own_cgroups(mounts, own)
+        if v2 is not None:
+            self._create({"memory": ("memory.max", limits.memory_mb * 2**20), "pids": ("pids.max", limits.max_processes),
+                          "cpu": ("cpu.max", "100000 100000")}, lambda controller: v2 / name)  # one core at most
+            if "memory" in self.dirs:
+                _try_write(self.dirs["memory"] / "memory.swap.max", 0)
+            self.version = 2 if self.dirs else None
+        if not self.dirs:
+            self._create({"memory": ("memory.limit_in_bytes", limits.memory_mb * 2**20),
+                          "pids": ("pids.max", limits.max_processes), "cpu": ("cpu.cfs_quota_us", 100_000)},
+                         lambda controller: v1[controller] / name if controller in v1 else None)
+            self.version = 1 if self.dirs else None
+
+    def _create(self, settings: dict[str, tuple[str, object]], where) -> None:
+        """Each controller's setting in its cgroup (``where(controller)``, created if need be)."""
+        for controller, (setting, value) in settings.items():
+            path = where(controller)
+            if path is None:
                 continue
             try:
-                path = base / name
-                path.mkdir()
-                for key, value in settings[controller].items():
-                    (path / key).write_text(str(value))
-                self.dirs[controller] = path
+                path.mkdir(exist_ok=True)
+                (path / setting).write_text(str(value))
             except OSError:
                 continue
+            self.dirs[controller] = path
+        for path in {where(c) for c in settings} - set(self.dirs.values()) - {None}:
+            try:
+                path.rmdir()
+            except OSError:
+                pass
 
     def rlimits(self, limits: Limits) -> dict[str, int]:
         values = {"RLIMIT_CORE": 0, "RLIMIT_FSIZE": limits.max_file_bytes,
@@ -69,18 +91,35 @@ class Cgroups:
             values["RLIMIT_NPROC"] = limits.max_processes
         return values
 
+    def warnings(self) -> list[str]:
+        """One sentence per limit that is not enforced as asked."""
+        found = []
+        if "memory" not in self.dirs:
+            found.append("memory: no writable cgroup, so the limit is RLIMIT_AS (address space, not memory "
+                         "in use; a kernel may fail earlier than the limit says, and an out-of-memory kill "
+                         "is reported as a dead kernel)")
+        if "pids" not in self.dirs:
+            found.append("processes: no writable cgroup, so the limit is RLIMIT_NPROC, which does not bind "
+                         "a grader running as root")
+        if "cpu" not in self.dirs:
+            found.append("cpu: no writable cgroup, so a submission may use every core (only its time is limited)")
+        return found
+
     def out_of_memory(self) -> bool:
         memory = self.dirs.get("memory")
         if memory is None:
             return False
         try:
+            if self.version == 2:
+                events = dict(line.split() for line in (memory / "memory.events").read_text().splitlines())
+                return int(events.get("oom_kill", 0)) > 0 or int(events.get("max", 0)) > 0
             control = dict(line.split() for line in (memory / "memory.oom_control").read_text().splitlines())
             return int(control.get("oom_kill", 0)) > 0 or int((memory / "memory.failcnt").read_text()) > 0
         except (OSError, ValueError):
             return False
 
     def kill_and_remove(self) -> None:
-        for path in self.dirs.values():
+        for path in set(self.dirs.values()):
             for _ in range(50):  # processes may still be exiting
                 try:
                     pids = (path / "cgroup.procs").read_text().split()
@@ -92,24 +131,36 @@ class Cgroups:
                     threading.Event().wait(0.05)
 
 
-def _own_v1_cgroups() -> dict[str, Path]:
-    """controller -> this process's cgroup directory, for writable cgroup v1 hierarchies."""
-    mounts = {}
-    with open("/proc/self/mountinfo") as f:
+def _own_cgroups(mounts: str, own: str) -> tuple[dict[str, Path], Path | None]:
+    """This process's writable cgroup directories: v1 controller -> dir, and the v2 dir (or None)."""
+    v1_mounts, v2_mount = {}, None
+    with open(mounts) as f:
         for line in f:
             fields = line.split()
             fstype, options = fields[-3], fields[-1]
             if fstype == "cgroup":
                 for controller in options.split(","):
-                    mounts[controller] = Path(fields[4])
-    own = {}
-    with open("/proc/self/cgroup") as f:
+                    v1_mounts[controller] = Path(fields[4])
+            elif fstype == "cgroup2":
+                v2_mount = Path(fields[4])
+    v1, v2 = {}, None
+    with open(own) as f:
         for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
+            hierarchy, controllers, path = line.rstrip("\n").split(":", 2)
+            if hierarchy == "0" and not controllers and v2_mount is not None:
+                candidate = v2_mount / path.lstrip("/")
+                v2 = candidate if os.access(candidate, os.W_OK) else None
             for controller in controllers.split(","):
-                if controller in mounts and os.access(mounts[controller] / path.lstrip("/"), os.W_OK):
-                    own[controller] = mounts[controller] / path.lstrip("/")
-    return own
+                if controller in v1_mounts and os.access(v1_mounts[controller] / path.lstrip("/"), os.W_OK):
+                    v1[controller] = v1_mounts[controller] / path.lstrip("/")
+    return v1, v2
+
+
+def _try_write(path: Path, value) -> None:
+    try:
+        path.write_text(str(value))
+    except OSError:
+        pass
 
 
 def _kill(pid: int) -> None:
@@ -121,10 +172,11 @@ def _kill(pid: int) -> None:
 
 @dataclass
 class Box:
-    """The directories of one sandboxed run. ``root`` is the only place the kernel can write."""
+    """The directories of one sandboxed run. ``root`` is the only place the kernel can write, and
+    ``build`` (the grading build of ppo_lab) is mounted where ppo_lab is installed."""
 
     root: Path
-    hide: list[str]
+    build: Path
     limits: Limits
     cgroups: Cgroups | None = None
     work: Path = field(init=False)
@@ -136,6 +188,14 @@ class Box:
         for path in (self.work, self.grading, self.ipc, self.work / "tmp"):
             path.mkdir(parents=True, exist_ok=True)
 
+    def binds(self) -> list[tuple[str, str, bool]]:
+        """(source, target, writable): everything the kernel's file system holds besides /proc,
+        a few devices and empty /tmp and /dev/shm. Not the course, the checkout or ppo_lab."""
+        python = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)} | {sys.prefix}
+        return [*((path, path, False) for path in (*SYSTEM, *sorted(python))),
+                (str(self.build), str(build.PACKAGE), False),
+                (str(self.root), str(self.root), True)]
+
     def write_spec(self, path: Path) -> Path:
         self.cgroups = Cgroups(self.limits)
         work = str(self.work)
@@ -144,10 +204,11 @@ class Box:
                "MPLCONFIGDIR": f"{work}/.matplotlib", "IPYTHONDIR": f"{work}/.ipython",
                "JUPYTER_CONFIG_DIR": f"{work}/.jupyter", "JUPYTER_DATA_DIR": f"{work}/.jupyter",
                "JUPYTER_RUNTIME_DIR": str(self.ipc), "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PPO_LAB_GRADING_DIR": str(self.grading)}
-        keep = sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)} | {str(REPO / "ppo_lab")})
-        spec = {"box": str(self.root), "work": work, "hide": self.hide, "keep": keep, "env": env,
-                "cgroups": [str(p) for p in self.cgroups.dirs.values()],
+               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", protocol.GRADING_DIR_VARIABLE: str(self.grading)}
+        new_root = self.root.parent / "newroot"
+        new_root.mkdir(exist_ok=True)
+        spec = {"root": str(new_root), "work": work, "binds": self.binds(), "env": env,
+                "cgroups": sorted({str(p) for p in self.cgroups.dirs.values()}),
                 "rlimits": self.cgroups.rlimits(self.limits)}
         path.write_text(json.dumps(spec))
         return path
@@ -167,7 +228,7 @@ class SandboxedExecute(Execute):
     """nbgrader's ``Execute``, with the kernel in the box described by ``box`` (set per submission)."""
 
     box_root = Unicode("").tag(config=True)
-    hide = Dict().tag(config=True)  # {"paths": [...]}: Dict so it round-trips through a Config
+    build = Unicode("").tag(config=True)  # the grading build of ppo_lab for this assignment
     notebook_timeout = Float(600.0).tag(config=True)
     memory_mb = Integer(2048).tag(config=True)
     max_processes = Integer(128).tag(config=True)
@@ -176,17 +237,16 @@ class SandboxedExecute(Execute):
 
     def preprocess(self, nb: NotebookNode, resources, km=None):
         limits = Limits(self.notebook_timeout, self.timeout, self.memory_mb, self.max_processes, self.max_output_bytes)
-        box = Box(Path(self.box_root), list(self.hide.get("paths", [])), limits)
+        box = Box(Path(self.box_root), Path(self.build), limits)
         spec = box.write_spec(box.root.parent / "sandbox.json")
         self.kernel_manager_class = SandboxedKernelManager
         self._stopped: tuple[str, str] | None = None  # (status, reason) when the grader killed the box
         self._output_bytes = 0
         self._cell_timed_out = False
         self._finished_cells: set[int] = set()
-        self._windows: list[list] = []  # [grade_id, start, end]: records.jsonl bytes written by a test cell
+        self._records: list[list] = []  # [test cell grade_id, record data], in the order they arrived
         self._box = box
         self._spec = spec
-        self._open_window = None
         timer = threading.Timer(self.notebook_timeout, self._stop, args=(
             "timeout", f"the notebook ran longer than the {self.notebook_timeout:g} s limit"))
         timer.start()
@@ -198,12 +258,12 @@ class SandboxedExecute(Execute):
         finally:
             timer.cancel()
             box.cgroups.kill_and_remove()
-            self._close_window()
         if outcome["status"] == "ok" and self._cell_timed_out:
             outcome = {"status": "timeout", "reason": f"a cell ran longer than the {self.timeout} s per-cell limit"}
         if outcome["status"] != "ok":
             _mark_cells_not_run(nb, self._finished_cells, outcome["reason"])
-        Path(self.outcome_file).write_text(json.dumps({**outcome, "windows": self._windows}))
+        Path(self.outcome_file).write_text(json.dumps({**outcome, "records": self._records,
+                                                       "warnings": box.cgroups.warnings()}))
         return nb, resources
 
     def create_kernel_manager(self):
@@ -214,28 +274,9 @@ class SandboxedExecute(Execute):
         km.connection_file = str(self._box.ipc / "kernel.json")
         return km
 
-    def on_cell_start(self, cell, cell_index):
-        """Note where records.jsonl ends when a test cell starts: only records written while a
-        test cell runs count, so a record forged by the student's own cells is ignored."""
-        nbgrader = cell.metadata.get("nbgrader", {})
-        if cell.cell_type == "code" and nbgrader.get("grade") and not nbgrader.get("solution"):
-            self._open_window = [nbgrader.get("grade_id"), self._records_size()]
-
     def on_cell_executed(self, **kwargs):
         self._finished_cells.add(kwargs["cell_index"])
-        self._close_window()
         super().on_cell_executed(**kwargs)
-
-    def _close_window(self) -> None:
-        if self._open_window is not None:
-            self._windows.append([*self._open_window, self._records_size()])
-            self._open_window = None
-
-    def _records_size(self) -> int:
-        try:
-            return (self._box.grading / "records.jsonl").stat().st_size
-        except OSError:
-            return 0
 
     async def _async_handle_timeout(self, timeout, cell=None):
         self._cell_timed_out = True
@@ -246,6 +287,14 @@ class SandboxedExecute(Execute):
         if self._output_bytes > self.max_output_bytes:
             self._stop("killed", f"the notebook printed more than {self.max_output_bytes // 1_000_000} MB of output")
             return None
+        record = msg.get("content", {}).get("data", {}).get(protocol.RECORD_MIME)
+        if record is not None:
+            # Taken here, in the grader, as it arrives: nothing the kernel does later changes it.
+            # Only a test cell's records count (nbgrader restores test cells from the course).
+            meta = self.nb.cells[cell_index].metadata.get("nbgrader", {})
+            if meta.get("grade") and not meta.get("solution"):
+                self._records.append([meta.get("grade_id"), record])
+            return None  # not an output: the feedback shows the verdicts instead
         return super().output(outs, msg, display_id, cell_index)
 
     def _stop(self, status: str, reason: str) -> None:

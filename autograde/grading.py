@@ -7,58 +7,58 @@ the journal holds (same submission content, same course source) instead of dupli
 """
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import hashlib
 import json
-import multiprocessing
 import os
 import secrets
 import shutil
-import signal
 import tempfile
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import nbformat
 
-from . import course, report, submissions, worker
+from . import course, executors, report, submissions, worker
 from .execute import Limits
+from .results import Item, Result, Status
 
 __all__ = ["Limits", "grade_class"]
 SECRET_VARIABLE = "PPO_LAB_COURSE_SECRET"
-# What a student's kernel may see of the repository: the installed packages, nothing else.
-REPO_VISIBLE = {".venv", "ppo_lab", "ppo_lab.egg-info", "pyproject.toml"}
 
 
 class Journal:
-    """One JSON line per graded (student, assignment); the last line for a pair wins."""
+    """One JSON line per graded (student, assignment): the result and the fingerprint of what was
+    graded (submission content + course source); the last line for a pair wins."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.entries: dict[tuple[str, str], dict] = {}
+        self.entries: dict[tuple[str, str], tuple[Result, str]] = {}
         if path.exists():
             for line in path.read_text().splitlines():
                 try:
                     entry = json.loads(line)
-                except ValueError:
+                    result = Result.from_dict(entry)
+                except (ValueError, TypeError, KeyError):
                     continue  # the line being written when the grader was killed
-                self.entries[(entry["student"], entry["assignment"])] = entry
+                self.entries[(result.student, result.assignment)] = (result, entry["fingerprint"])
 
     def done(self, student: str, assignment: str, fingerprint: str) -> bool:
-        entry = self.entries.get((student, assignment))
-        return entry is not None and entry["fingerprint"] == fingerprint and not entry.get("retry")
+        result, done_fingerprint = self.entries.get((student, assignment), (None, None))
+        return result is not None and done_fingerprint == fingerprint and not result.retry
 
-    def append(self, entry: dict) -> None:
+    def append(self, result: Result, fingerprint: str) -> None:
         with open(self.path, "a") as f:
-            f.write(json.dumps(entry) + "\n")
+            f.write(json.dumps({**result.to_dict(), "fingerprint": fingerprint}) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        self.entries[(entry["student"], entry["assignment"])] = entry
+        self.entries[(result.student, result.assignment)] = (result, fingerprint)
+
+    def results(self) -> list[Result]:
+        return sorted((result for result, _ in self.entries.values()), key=lambda r: (r.assignment, r.student))
 
 
 def grade_class(submitted: Path, out: Path, *, source: Path = course.SOURCE, assignment_ids: list[str] | None = None,
-                jobs: int = 1, limits: Limits = Limits()) -> list[dict]:
+                jobs: int = 1, limits: Limits = Limits(), executor: executors.Executor | None = None) -> list[Result]:
     out, source = out.resolve(), source.resolve()
     state = out / ".autograde"
     state.mkdir(parents=True, exist_ok=True)
@@ -81,8 +81,6 @@ def grade_class(submitted: Path, out: Path, *, source: Path = course.SOURCE, ass
     journal = Journal(state / "journal.jsonl")
     secret = _secret(state)
     scratch = Path(tempfile.mkdtemp(prefix="run-", dir=_jobs_base()))
-    hide = (str(out), str(root), str(source), str(_jobs_base()), tempfile.gettempdir(),
-            *(str(p) for p in course.REPO.iterdir() if p.name not in REPO_VISIBLE))
     todo = []
     for student in submissions.students(root):
         for assignment in assignment_ids:
@@ -90,88 +88,60 @@ def grade_class(submitted: Path, out: Path, *, source: Path = course.SOURCE, ass
             fingerprint = submissions.fingerprint(folder) + source_hashes[assignment]
             if not journal.done(student, assignment, fingerprint):
                 todo.append((fingerprint, worker.Job(student, assignment, folder, out, scratch,
-                                                     worker.hidden_seed(secret, student, assignment), limits, hide)))
+                                                     worker.hidden_seed(secret, student, assignment), limits)))
     try:
-        _run(todo, jobs, out, journal)
+        _run(todo, jobs, out, journal, executor)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    results = sorted(journal.entries.values(), key=lambda e: (e["assignment"], e["student"]))
+    results = journal.results()
     report.write(out, results)
+    for warning in sorted({w for r in results for w in r.warnings}):  # once per run, not per submission
+        course.log.warning(f"warning: the sandbox could not enforce a limit: {warning}")
     return results
 
 
-def _run(todo: list, jobs: int, out: Path, journal: Journal) -> None:
+def _run(todo: list, jobs: int, out: Path, journal: Journal, executor: executors.Executor | None = None) -> None:
+    """Grade ``todo`` (``(fingerprint, job)`` pairs) on ``executor`` (default: a local pool of ``jobs``
+    processes) and record each result here, as it arrives: merged into the gradebook, then journaled.
+
+    Exactly once per run: a result for a (student, assignment, fingerprint) already recorded in
+    this run is dropped (a task re-run after its worker was lost can deliver a second result)."""
     from tqdm import tqdm
 
-    attempts: dict[tuple[str, str], int] = {}
+    executor = executor or executors.LocalExecutor(jobs)
+    recorded: set[tuple[str, str, str]] = set()
     tqdm.monitor_interval = 0  # no monitor thread in the process the workers are forked from
-    _warm_up()  # before forking: the workers inherit nbgrader and ppo_lab already imported
-    with tqdm(total=len(todo), desc="grading", unit="submission", disable=not todo) as bar:
-        while todo:
-            broken = []
-            context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_die_with_parent,
-                                     initargs=(os.getpid(),)) as pool:
-                futures = {pool.submit(worker.grade, job): (fingerprint, job) for fingerprint, job in todo}
-                for future in as_completed(futures):
-                    fingerprint, job = futures[future]
-                    try:
-                        result = future.result()
-                    except BrokenProcessPool:
-                        broken.append((fingerprint, job))
-                        continue
-                    except Exception as error:  # noqa: BLE001 - one submission, not the batch
-                        result = _grader_failed(job, f"{type(error).__name__}: {error}")
-                    _merge(result, out)
-                    journal.append({**result, "fingerprint": fingerprint})
-                    bar.update()
-            todo = []
-            for fingerprint, job in broken:  # a worker died: retry its submissions once, in a new pool
-                key = (job.student, job.assignment)
-                attempts[key] = attempts.get(key, 0) + 1
-                if attempts[key] < 2:
-                    todo.append((fingerprint, job))
-                else:
-                    result = _grader_failed(job, "the grader's worker process died while grading it")
-                    _merge(result, out)
-                    journal.append({**result, "fingerprint": fingerprint})
-                    bar.update()
+    with tqdm(total=len(todo), desc="grading", unit="submission", disable=not todo) as bar, \
+            contextlib.closing(executor.run(todo)) as outcomes:
+        for fingerprint, job, outcome in outcomes:
+            key = (job.student, job.assignment, fingerprint)
+            if key in recorded:  # its folder goes with the run's scratch folder
+                continue
+            result = _grader_failed(job, outcome.reason) if isinstance(outcome, executors.Failed) else outcome
+            _merge(result, out)
+            journal.append(result, fingerprint)
+            recorded.add(key)
+            bar.update()
 
 
-def _warm_up() -> None:
-    """Import nbgrader and the checks once, before the workers are forked, not once per submission."""
-    import nbgrader.converters  # noqa: F401
-    import ppo_lab.checks  # noqa: F401
-
-
-def _die_with_parent(parent: int) -> None:
-    """A worker must not outlive a killed grader (kill -9): forked, it would wait for work forever."""
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:
-        os._exit(1)
-
-
-def _grader_failed(job: worker.Job, reason: str) -> dict:
+def _grader_failed(job: worker.Job, reason: str) -> Result:
     """A submission the grader could not grade (a grader bug, not the student's): zero, marked for
     a retry so the next run grades it again."""
-    items = [{"item": cell.metadata.nbgrader["grade_id"], "notebook": name, "score": 0.0,
-              "max_score": float(cell.metadata.nbgrader.get("points", 0)), "message": reason, "mistake": None,
-              "flags": ""}
+    items = [Item(cell.metadata.nbgrader["grade_id"], name, 0.0, float(cell.metadata.nbgrader.get("points", 0)), reason)
              for name, nb in worker.masters(job.out, job.assignment).items() for cell in nb.cells
              if cell.metadata.get("nbgrader", {}).get("grade")]
-    return {"student": job.student, "assignment": job.assignment, "course_dir": "", "status": "invalid",
-            "reason": f"grader error: {reason}", "flags": ["grader-error"], "notes": [], "items": items,
-            "retry": True}
+    return Result(job.student, job.assignment, Status.INVALID, f"grader error: {reason}", flags=["grader-error"],
+                  items=items, retry=True)
 
 
-def _merge(result: dict, out: Path) -> None:
+def _merge(result: Result, out: Path) -> None:
     """Copy the submission's nbgrader folders in, and record it in the real gradebook with
     nbgrader's own SaveAutoGrades, then the grader's scores over it."""
     from nbgrader.api import Gradebook
     from nbgrader.preprocessors import SaveAutoGrades
 
-    student, assignment = result["student"], result["assignment"]
-    scratch = Path(result["course_dir"]) if result["course_dir"] else None
+    student, assignment = result.student, result.assignment
+    scratch = Path(result.course_dir) if result.course_dir else None
     for step in ("submitted", "autograded", "feedback"):
         target = out / step / student / assignment
         shutil.rmtree(target, ignore_errors=True)
@@ -185,7 +155,7 @@ def _merge(result: dict, out: Path) -> None:
         resources = {"nbgrader": {"assignment": assignment, "notebook": path.stem, "student": student,
                                   "db_url": db_url}}
         SaveAutoGrades().preprocess(nbformat.read(path, as_version=4), resources)
-    worker.apply_scores(db_url, assignment, student, result["items"])
+    worker.apply_scores(db_url, assignment, student, result.items)
     if scratch:
         shutil.rmtree(scratch.parent, ignore_errors=True)
 

@@ -8,27 +8,32 @@ import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
-COLUMNS = ["student_id", "assignment", "item", "score", "max_score", "status", "flags", "mistake", "message", "notes"]
+from . import static
+from .results import Result
+
+COLUMNS = ["student_id", "assignment", "item", "score", "max_score", "status", "flags", "review", "mistake",
+           "message", "notes"]
 
 
-def write(out: Path, results: list[dict]) -> None:
+def write(out: Path, results: list[Result]) -> None:
     _atomic_write(out / "grades.csv", grades_csv(results))
     _atomic_write(out / "report.html", report_html(results))
 
 
-def rows(results: list[dict]) -> list[dict]:
+def rows(results: list[Result]) -> list[dict]:
     table = []
     for result in results:
-        for item in result["items"]:
-            table.append({"student_id": result["student"], "assignment": result["assignment"], "item": item["item"],
-                          "score": "" if item["score"] is None else item["score"], "max_score": item["max_score"],
-                          "status": result["status"], "flags": ";".join(result["flags"]),
-                          "mistake": item["mistake"] or "", "message": item["message"],
-                          "notes": "; ".join(result["notes"] + ([result["reason"]] if result["reason"] else []))})
+        for item in result.items:
+            table.append({"student_id": result.student, "assignment": result.assignment, "item": item.item,
+                          "score": "" if item.score is None else item.score, "max_score": item.max_score,
+                          "status": result.status.value, "flags": ";".join(result.flags),
+                          "review": " | ".join(static.Review(**r).as_text() for r in result.review),
+                          "mistake": item.mistake or "", "message": item.message,
+                          "notes": "; ".join(result.notes + ([result.reason] if result.reason else []))})
     return table
 
 
-def grades_csv(results: list[dict]) -> str:
+def grades_csv(results: list[Result]) -> str:
     """One row per student, assignment and graded item; an empty score waits for manual grading."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
@@ -37,38 +42,49 @@ def grades_csv(results: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def report_html(results: list[dict]) -> str:
+def report_html(results: list[Result]) -> str:
     by_assignment = defaultdict(list)
     for result in results:
-        by_assignment[result["assignment"]].append(result)
+        by_assignment[result.assignment].append(result)
     parts = ["<!doctype html><meta charset='utf-8'><title>Autograding report</title>",
              "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}td:first-child{text-align:left}"
-             ".bar{fill:#4c72b0}</style><h1>Autograding report</h1>"]
+             ".bar{fill:#4c72b0}.warn{background:#fff3cd;padding:.5em 1em}code{white-space:pre-wrap}</style>"
+             "<h1>Autograding report</h1>"]
+    warnings = sorted({w for r in results for w in r.warnings})
+    if warnings:
+        parts.append("<div class='warn'><h2>Limits the sandbox did not enforce</h2><ul>" +
+                     "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul></div>")
     for assignment, group in sorted(by_assignment.items()):
         parts.append(f"<h2>{html.escape(assignment)} — {len(group)} students</h2>")
-        parts.append(_table(["status", "students"], sorted(Counter(r["status"] for r in group).items())))
+        parts.append(_table(["status", "students"], sorted(Counter(r.status.value for r in group).items())))
         parts.append("<h3>Items</h3>" + _item_table(group))
         parts.append("<h3>Total score (autograded items)</h3>" + _histogram(
-            [sum(i["score"] or 0 for i in r["items"]) for r in group],
-            sum(i["max_score"] for i in group[0]["items"] if i["score"] is not None) if group else 0))
-        mistakes = Counter((i["item"], i["mistake"]) for r in group for i in r["items"] if i["mistake"])
+            [sum(i.score or 0 for i in r.items) for r in group],
+            sum(i.max_score for i in group[0].items if i.score is not None) if group else 0))
+        mistakes = Counter((i.item, i.mistake) for r in group for i in r.items if i.mistake)
         parts.append("<h3>Recognised mistakes across the class</h3>")
         parts.append(_table(["item", "mistake", "students"], [(item, m, n) for (item, m), n in mistakes.most_common()])
                      if mistakes else "<p>None recognised.</p>")
-        flagged = [(r["student"], r["status"], "; ".join(r["flags"])) for r in group if r["flags"]]
+        flagged = [(r.student, r.status.value, "; ".join(r.flags)) for r in group if r.flags]
         if flagged:
-            parts.append("<h3>Flagged submissions</h3>" + _table(["student", "status", "flags"], flagged))
+            parts.append("<h3>Flagged submissions (runtime evidence)</h3>" + _table(["student", "status", "flags"], flagged))
+        review = [(r.student, f"{line['cell']}:{line['line']}", line["code"], line["why"]) for r in group
+                  for line in r.review]
+        if review:
+            parts.append("<h3>Submissions to look at</h3><p>Lines a text scan found worth a look. They cost no "
+                         "points: scores come only from what the code did when it ran.</p>" +
+                         _table(["student", "where", "code", "why"], review))
     return "\n".join(parts)
 
 
-def _item_table(group: list[dict]) -> str:
+def _item_table(group: list[Result]) -> str:
     scores = defaultdict(list)
     maxima = {}
     for result in group:
-        for item in result["items"]:
-            maxima[item["item"]] = item["max_score"]
-            scores[item["item"]].append(item["score"])
+        for item in result.items:
+            maxima[item.item] = item.max_score
+            scores[item.item].append(item.score)
     table = []
     for item, values in scores.items():
         graded = [v for v in values if v is not None]

@@ -18,20 +18,15 @@ from pathlib import Path
 
 import nbformat
 
-from . import course, static, submissions, verdicts
+from ppo_lab.checks import protocol
+
+from . import build, course, static, submissions, verdicts
 from .execute import Limits, SandboxedExecute
 from .feedback import FeedbackHTMLExporter, ShowVerdicts, status_page
+from .results import Item, Result, Status
 
 # nbgrader's autograde trips a harmless SQLAlchemy autoflush warning on every new submission.
 warnings.filterwarnings("ignore", message=".*not in session.*")
-
-STATUS_ORDER = ["invalid", "missing", "tampered", "killed", "timeout", "ok"]  # most telling first
-# Findings that could subvert the records themselves: every check-based item of the submission
-# scores 0 (the others, e.g. patching numpy, cannot change a verdict made outside the kernel).
-SUBVERSIVE = ("grader-files:", "monkeypatch:ppo_lab", "monkeypatch:check", "monkeypatch:verify",
-              "monkeypatch:run_answer", "monkeypatch:answer_or_reference", "monkeypatch:sys.modules",
-              "monkeypatch:builtins", "forged-record", "malformed-record")
-
 
 @dataclass(frozen=True)
 class Job:
@@ -42,7 +37,6 @@ class Job:
     scratch: Path  # where the throw-away course and the box go
     hidden_seed: int
     limits: Limits
-    hide: tuple[str, ...]
 
 
 def hidden_seed(secret: bytes, student: str, assignment: str) -> int:
@@ -57,15 +51,26 @@ def masters(out: Path, assignment: str) -> dict[str, nbformat.NotebookNode]:
     return {p.stem: nbformat.read(p, as_version=4) for p in sorted(folder.glob("*.ipynb"))}
 
 
-def grade(job: Job) -> dict:
+def checks_of(master: dict[str, nbformat.NotebookNode]) -> dict[str, set[tuple[str, bool]]]:
+    """test cell grade_id -> the (check id, hidden) calls of the course's own test cell."""
+    return {submissions.grade_id(c): set(verdicts.expected_calls(c.source))
+            for nb in master.values() for c in nb.cells if c.cell_type == "code"}
+
+
+def seeds(calls, hidden_seed: int) -> dict[tuple[str, bool], int]:
+    from ppo_lab.checks.registry import visible_seed
+
+    return {(check_id, hidden): hidden_seed if hidden else visible_seed(check_id) for check_id, hidden in calls}
+
+
+def grade(job: Job) -> Result:
     """Everything the parent needs to record this submission; never raises for a bad submission."""
     work = job.scratch / uuid.uuid4().hex[:12]
     course_dir = work / "course"
-    result = {"student": job.student, "assignment": job.assignment, "course_dir": str(course_dir),
-              "status": "ok", "reason": "", "flags": [], "notes": [], "items": []}
+    result = Result(job.student, job.assignment, course_dir=str(course_dir))
     master = masters(job.out, job.assignment)
     prepared = submissions.prepare(job.folder, master)
-    result["notes"] = prepared.notes
+    result.notes = prepared.notes
     (course_dir / "submitted" / job.student / job.assignment).mkdir(parents=True)
     for name, notebook in prepared.notebooks.items():
         nbformat.write(notebook, course_dir / "submitted" / job.student / job.assignment / f"{name}.ipynb")
@@ -74,42 +79,37 @@ def grade(job: Job) -> dict:
     statuses = [status for status, _ in prepared.problems.values()]
     reasons = [reason for _, reason in prepared.problems.values()]
 
-    findings = {name: _scan(notebook, master[name]) for name, notebook in prepared.notebooks.items()}
-    outcome = {"status": "ok", "reason": "", "windows": []}
+    allowed = checks_of(master)
+    calls_seeds = seeds({call for calls in allowed.values() for call in calls}, job.hidden_seed)
+    outcome = {"status": "ok", "reason": "", "records": [], "warnings": []}
     if prepared.notebooks:
-        outcome = _autograde(job, course_dir, work / "sandbox")
+        outcome = _autograde(job, course_dir, work / "sandbox", calls_seeds)
         statuses.append(outcome["status"])
         reasons.append(outcome["reason"])
-    allowed = {submissions.grade_id(c): set(verdicts.expected_calls(c.source))
-               for nb in master.values() for c in nb.cells if c.cell_type == "code"}
-    records, outside, record_problems = verdicts.read_records(
-        work / "sandbox" / "grading" / "records.jsonl", outcome.get("windows", []), allowed)
-    if verdicts.forged(outside, records, job.hidden_seed):
-        record_problems.append("forged-record")
-    flags = set(record_problems) | {flag for f in findings.values() for flag in f.flags()}
-    subversive = sorted(f for f in flags if f.startswith(SUBVERSIVE))
+    records, problems = verdicts.read_records(outcome.get("records", []), allowed)
+    result.flags = problems
+    if problems:
+        statuses.append(Status.TAMPERED)
+        reasons.append("while it ran, the notebook sent malformed records or changed code that measures answers")
+    result.review = [r.as_dict() for name, nb in prepared.notebooks.items() for r in _scan(nb, master[name])]
+    result.warnings = outcome.get("warnings", [])
+    result.items = _items(master, prepared, outcome, records, calls_seeds)
+    result.status = Status.worst(statuses)
+    result.reason = "; ".join(r for r in reasons if r)
 
-    result["items"] = [item.as_dict() for item in _items(job, master, prepared, outcome, records, findings, subversive)]
-    flags |= {flag for item in result["items"] for flag in item["flags"].split(";") if flag}
-    result["flags"] = sorted(flags)
-    if flags:
-        statuses.append("tampered")
-    result["status"] = min(statuses or ["ok"], key=STATUS_ORDER.index)
-    result["reason"] = "; ".join(r for r in reasons if r)
-
-    if prepared.notebooks and outcome["status"] != "invalid":
+    if prepared.notebooks and result.status != Status.INVALID:
         db_url = course.load_config(course_dir).CourseDirectory.db_url
-        _unanswered_scores(db_url, job.assignment, job.student, result["items"])
-        apply_scores(db_url, job.assignment, job.student, result["items"])
-        _feedback(job, course_dir, result["items"])
+        _unanswered_scores(db_url, job.assignment, job.student, result.items)
+        apply_scores(db_url, job.assignment, job.student, result.items)
+        _feedback(job, course_dir, result.items)
     else:
         status_page(course_dir / "feedback" / job.student / job.assignment / f"{job.assignment}.html",
-                    job.student, job.assignment, result["status"], result["reason"])
+                    job.student, job.assignment, result.status.value, result.reason)
     shutil.rmtree(work / "sandbox", ignore_errors=True)
     return result
 
 
-def _items(job, master, prepared, outcome, records, findings, subversive) -> list[verdicts.Item]:
+def _items(master, prepared, outcome, records, calls_seeds) -> list[Item]:
     """One item per grade cell of the course's notebooks."""
     items = []
     for name, notebook in master.items():
@@ -121,52 +121,50 @@ def _items(job, master, prepared, outcome, records, findings, subversive) -> lis
             points = float(meta.get("points", 0))
             if not graded:
                 reason = prepared.problems.get(name, ("", outcome["reason"]))[1]
-                items.append(verdicts.Item(meta["grade_id"], name, 0.0, points, reason))
+                items.append(Item(meta["grade_id"], name, 0.0, points, reason))
             elif meta.get("solution"):
-                items.append(verdicts.Item(meta["grade_id"], name, None, points, "graded by hand in formgrader"))
+                items.append(Item(meta["grade_id"], name, None, points, "graded by hand in formgrader"))
             elif cell.cell_type == "code":
-                flagged = any(_reference_name(check_id) in findings[name].reference
-                              for check_id, _ in verdicts.expected_calls(cell.source))
-                item = verdicts.score_test_cell(meta["grade_id"], name, cell.source, points, records,
-                                                job.hidden_seed, flagged)
+                item = verdicts.score_test_cell(meta["grade_id"], name, cell.source, points, records, calls_seeds)
                 if item is None:  # a test cell without check(): nbgrader's own score stands
                     continue
                 if outcome["status"] != "ok" and item.score == 0:
                     item.message += f" ({outcome['reason']})"
-                if subversive:
-                    item.score = 0.0
-                    item.message += " | no points: the submission interferes with grading (" + ", ".join(subversive) + ")"
                 items.append(item)
     return items
 
 
-def _reference_name(check_id: str) -> str | None:
-    from ppo_lab.checks import get
+def _scan(notebook, master) -> list[static.Review]:
+    locked = {submissions.grade_id(c) for c in master.cells if c.metadata.get("nbgrader", {}).get("locked")}
+    student = [(submissions.grade_id(c) or f"cell {index}", c.source) for index, c in enumerate(notebook.cells)
+               if c.cell_type == "code" and submissions.grade_id(c) not in locked]
+    course_cells = [c.source for c in master.cells if c.cell_type == "code" and submissions.grade_id(c) in locked]
+    exercises = {name for c in master.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")
+                 for name in _defined(c.source)}
+    return static.scan(student, course_cells, exercises)
+
+
+def _defined(source: str) -> set[str]:
+    import ast
 
     try:
-        return get(check_id).reference_name
-    except ValueError:
-        return None
+        return {n.name for n in ast.parse(static.python_source(source)).body if isinstance(n, ast.FunctionDef)}
+    except SyntaxError:
+        return set()
 
 
-def _scan(notebook, master) -> static.Findings:
-    locked = {submissions.grade_id(c) for c in master.cells if c.metadata.get("nbgrader", {}).get("locked")}
-    student = [c.source for c in notebook.cells if c.cell_type == "code" and submissions.grade_id(c) not in locked]
-    course_cells = [c.source for c in master.cells if c.cell_type == "code" and submissions.grade_id(c) in locked]
-    names = {name for c in master.cells for check_id, _ in verdicts.expected_calls(c.source)
-             if (name := _reference_name(check_id))}
-    return static.scan(student, course_cells, names)
-
-
-def _autograde(job: Job, course_dir: Path, sandbox: Path) -> dict:
+def _autograde(job: Job, course_dir: Path, sandbox: Path, calls_seeds: dict) -> dict:
     """nbgrader autograde of the prepared submission, with the kernel in the sandbox."""
     from nbgrader.converters import Autograde
+    from ppo_lab.checks.registry import get
 
     shutil.copy(job.out / ".autograde" / f"template-{job.assignment}.db", course_dir / "gradebook.db")
     (course_dir / "solutions").symlink_to(job.out / "solutions")
     sandbox.mkdir(parents=True)
-    (sandbox / "grading").mkdir()
-    (sandbox / "grading" / "seed").write_text(str(job.hidden_seed))
+    for (check_id, hidden), seed in calls_seeds.items():  # the inputs; the grader keeps its own copy
+        item = get(check_id)
+        protocol.write_cases(sandbox / "grading", check_id, hidden, item.run, item.cases(seed, hidden))
+    package = build.build(sandbox.parent / "build", {check_id for check_id, _ in calls_seeds})
     release = job.out / "notebooks" / job.assignment
     shutil.copytree(release, sandbox / "work", ignore=shutil.ignore_patterns("*.ipynb"))
 
@@ -176,7 +174,7 @@ def _autograde(job: Job, course_dir: Path, sandbox: Path) -> dict:
         for step in Autograde.class_traits()["autograde_preprocessors"].default()]
     outcome_file = sandbox.parent / "outcome.json"
     config.SandboxedExecute.box_root = str(sandbox)
-    config.SandboxedExecute.hide = {"paths": [*job.hide, str(course_dir)]}
+    config.SandboxedExecute.build = str(package)
     config.SandboxedExecute.notebook_timeout = job.limits.timeout
     if job.limits.cell_timeout:
         config.Execute.timeout = job.limits.cell_timeout
@@ -187,11 +185,12 @@ def _autograde(job: Job, course_dir: Path, sandbox: Path) -> dict:
     result = course.api(config).autograde(job.assignment, job.student, force=True, create=True)
     if not result["success"]:
         last = (result.get("error") or result.get("log") or "").strip().splitlines()[-1:] or [""]
-        return {"status": "invalid", "reason": f"nbgrader could not grade it: {last[0][:200]}", "windows": []}
+        return {"status": "invalid", "reason": f"nbgrader could not grade it: {last[0][:200]}", "records": [],
+                "warnings": []}
     return json.loads(outcome_file.read_text())
 
 
-def _feedback(job: Job, course_dir: Path, items: list[dict]) -> None:
+def _feedback(job: Job, course_dir: Path, items: list[Item]) -> None:
     from nbgrader.converters import GenerateFeedback
     from nbgrader.preprocessors import ClearHiddenTests
 
@@ -199,33 +198,33 @@ def _feedback(job: Job, course_dir: Path, items: list[dict]) -> None:
     config.GenerateFeedback.preprocessors = [
         *GenerateFeedback.class_traits()["preprocessors"].default(), ClearHiddenTests, ShowVerdicts]
     config.GenerateFeedback.exporter_class = FeedbackHTMLExporter
-    config.ShowVerdicts.verdicts = {i["item"]: {"passed": i["score"] == i["max_score"], "message": i["message"]}
-                                    for i in items if i["score"] is not None}
+    config.ShowVerdicts.verdicts = {i.item: {"passed": i.score == i.max_score, "message": i.message}
+                                    for i in items if i.score is not None}
     course.run_nbgrader(course.api(config).generate_feedback(job.assignment, job.student, force=True),
                         f"generate_feedback {job.student}")
 
 
-def _unanswered_scores(db_url: str, assignment: str, student: str, items: list[dict]) -> None:
+def _unanswered_scores(db_url: str, assignment: str, student: str, items: list[Item]) -> None:
     """nbgrader scores a written answer left as the stub 0 by itself; say so in the items too."""
     from nbgrader.api import Gradebook
 
     with Gradebook(db_url) as gb:
         for item in items:
-            if item["score"] is None:
-                grade = gb.find_grade(item["item"], item["notebook"], assignment, student)
+            if item.score is None:
+                grade = gb.find_grade(item.item, item.notebook, assignment, student)
                 if grade.auto_score is not None and not grade.needs_manual_grade:
-                    item["score"], item["message"] = float(grade.auto_score), "no answer written"
+                    item.score, item.message = float(grade.auto_score), "no answer written"
 
 
-def apply_scores(db_url: str, assignment: str, student: str, items: list[dict]) -> None:
+def apply_scores(db_url: str, assignment: str, student: str, items: list[Item]) -> None:
     """Write the grader's scores over nbgrader's in-kernel ones (manual items are left alone)."""
     from nbgrader.api import Gradebook
 
     with Gradebook(db_url) as gb:
         for item in items:
-            if item["score"] is None:
+            if item.score is None:
                 continue
-            grade = gb.find_grade(item["item"], item["notebook"], assignment, student)
-            grade.auto_score = item["score"]
+            grade = gb.find_grade(item.item, item.notebook, assignment, student)
+            grade.auto_score = item.score
             grade.needs_manual_grade = grade.manual_score is not None
         gb.db.commit()

@@ -22,6 +22,7 @@ import pytest
 
 from autograde import course, static
 from fixtures import students as make
+from fixtures import styles
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "tests" / "fixtures" / "course" / "solutions"
@@ -30,16 +31,23 @@ SECRET = "test-course-secret"
 GOOD_PG = "def pg_loss(log_probs, advantages):\n    return -(log_probs * advantages.detach()).mean()"
 WRONG_PG = "def pg_loss(log_probs, advantages):\n    return (log_probs * advantages).mean()"
 GOOD_RATIO = "def probability_ratio(new_log_probs, old_log_probs):\n    return torch.exp(new_log_probs - old_log_probs.detach())"
-FORGE_RECORDS = """import json, os
-from ppo_lab.checks import core
-d = os.environ["PPO_LAB_" + "GRADING_DIR"]
-item = core.get("test_pg_loss")
-for hidden in (False, True):
-    seed = int(open(d + "/seed").read()) if hidden else core.visible_seed("test_pg_loss")
-    outputs, _ = core.run_answer(item, item.reference, seed, hidden)
-    with open(d + "/records.jsonl", "a") as f:
-        f.write(json.dumps({"grade_id": "test_pg_loss", "hidden": hidden, "seed": seed,
-                            "outputs": outputs, "used_reference": False}) + "\\n")
+# The forgery of issue 12, written against the new protocol: rebind `check` so that the test
+# cell records outputs computed with ppo_lab's pg_loss (in the grading box, a delegate back to
+# this wrong answer: the reference is not there to be called).
+FORGE_RECORDS = """import importlib
+_p = importlib.import_module("ppo_lab.checks." + "proto" + "col")
+_s = importlib.import_module("ppo_lab.checks." + "stu" + "dent")
+_ref = getattr(importlib.import_module("ppo" + "_lab"), "pg_" + "loss")
+def _forged(grade_id, answer, hidden=False):
+    where = _s.grading_dir()
+    run, cases = _p.read_cases(where, grade_id, hidden)
+    _p.publish(_p.Record(grade_id, hidden, _s.outputs(run, _ref, cases)))
+globals()["ch" + "eck"] = _forged
+"""
+SEND_GARBAGE = """from IPython.display import display
+def check(grade_id, answer, hidden=False):
+    display({"application/vnd.ppo-lab.record+json": {"grade_id": grade_id, "hidden": hidden, "outputs": "all pass"}},
+            raw=True)
 """
 
 
@@ -122,13 +130,14 @@ def bad_class(release, good) -> dict:
         "edited_points": metadata(metadata(good, "test_pg_loss", points=100), "test_probability_ratio", grade=False),
         "allclose_patch": edit(good, solution_pg_loss=WRONG_PG + "\nimport numpy as np\nnp.allclose = lambda *a, **k: True"
                                "\ntorch.allclose = lambda *a, **k: True\ntorch.isclose = lambda a, b, **k: a == a"),
-        "patches_checks": edit(good, solution_pg_loss=WRONG_PG + "\nimport ppo_lab.checks.core as core\n"
-                               "core.verify = lambda *a, **k: core.Verdict(True, 'ok')"),
+        "patches_checks": edit(good, solution_pg_loss=WRONG_PG + "\nimport ppo_lab.checks.judge as judge\n"
+                               "judge.verify = lambda *a, **k: judge.Verdict(True, 'ok')"),
         "reads_hidden": edit(good, solution_pg_loss=GOOD_PG + "\nfor p in ['00_fixture.ipynb', '../gradebook.db']:\n"
                              "    try:\n        print(open(p).read()[:50])\n    except OSError:\n        pass"),
         "writes_records": edit(good, solution_pg_loss=GOOD_PG + "\nimport os\n"
-                               "open(os.environ['PPO_LAB_GRADING_DIR'] + '/records.jsonl', 'a').write('{}')"),
-        "forges_records": edit(good, solution_pg_loss=WRONG_PG + "\n" + hidden_code(FORGE_RECORDS)),
+                               "open(os.environ['PPO_LAB_GRADING_DIR'] + '/records.jsonl', 'a').write('{}\\n')"),
+        "forges_records": edit(good, solution_pg_loss=WRONG_PG + "\n" + FORGE_RECORDS),
+        "sends_garbage": edit(good, solution_pg_loss=WRONG_PG + "\n" + SEND_GARBAGE),
         "reference_plain": edit(good, solution_pg_loss="from ppo_lab import pg_loss as ref\n"
                                 "def pg_loss(log_probs, advantages):\n    return ref(log_probs, advantages)"),
         "reference_obfuscated": edit(good, solution_pg_loss="def pg_loss(log_probs, advantages):\n"
@@ -141,7 +150,8 @@ def bad_class(release, good) -> dict:
     }
 
 
-# student -> (status, test_pg_loss, test_probability_ratio, flag that must appear or None)
+# student -> (status, test_pg_loss, test_probability_ratio, review line that must appear or None).
+# Review lines (a text scan) never cost points; only runtime evidence does.
 EXPECTED = {
     "correct": ("ok", 2, 1, None),
     "untouched": ("ok", 0, 0, None),
@@ -165,14 +175,15 @@ EXPECTED = {
     "split_cells": ("ok", 2, 1, None),
     "edited_test": ("ok", 0, 1, None),
     "edited_points": ("ok", 2, 1, None),
-    "allclose_patch": ("tampered", 0, 1, "monkeypatch:numpy.allclose"),
-    "patches_checks": ("tampered", 0, 0, "monkeypatch:ppo_lab.checks.core.verify"),
-    "reads_hidden": ("tampered", 0, 0, "grader-files:.ipynb"),
-    "writes_records": ("tampered", 0, 0, "grader-files:records.jsonl"),
-    "forges_records": ("tampered", 0, 0, "forged-record"),
-    "reference_plain": ("tampered", 0, 1, "reference:pg_loss"),
-    "reference_obfuscated": ("tampered", 0, 1, "reference:pg_loss"),
-    "reference_runtime": ("tampered", 0, 1, "reference-called"),
+    "allclose_patch": ("ok", 0, 1, "assigns to numpy.allclose"),
+    "patches_checks": ("ok", 0, 1, None),
+    "reads_hidden": ("ok", 2, 1, None),
+    "writes_records": ("ok", 2, 1, "names 'PPO_LAB_GRADING'"),
+    "forges_records": ("ok", 0, 0, "assigns into globals()"),  # its forged check serves the ratio cell too
+    "sends_garbage": ("tampered", 0, 0, "defines its own check"),
+    "reference_plain": ("ok", 0, 1, None),
+    "reference_obfuscated": ("ok", 0, 1, "uses getattr inside pg_loss"),
+    "reference_runtime": ("ok", 0, 1, None),
     "warns": ("ok", 2, 1, None),
 }
 
@@ -234,9 +245,7 @@ def test_each_submission_gets_its_status_and_scores(graded, student):
     assert float(rows["test_probability_ratio"]["score"]) == ratio, summary
     assert rows["test_pg_loss"]["max_score"] == "2.0" and rows["test_probability_ratio"]["max_score"] == "1.0"
     if flag:
-        assert flag in rows["test_pg_loss"]["flags"].split(";"), summary
-    else:
-        assert status == "tampered" or not rows["test_pg_loss"]["flags"], summary
+        assert flag in rows["test_pg_loss"]["review"], (summary, rows["test_pg_loss"]["review"])
 
 
 def test_grades_csv_has_one_row_per_student_and_item(graded):
@@ -337,6 +346,43 @@ def test_report_summarises_items_histogram_and_mistakes(graded):
     assert "grading" in result.stderr  # the progress bar
 
 
+def test_review_lines_reach_the_report_and_cost_nothing(graded):
+    out, grades, _ = graded
+    report = (out / "report.html").read_text()
+    assert "Submissions to look at" in report and "assigns to numpy.allclose" in report
+    assert float(grades["reference_obfuscated"]["test_probability_ratio"]["score"]) == 1
+
+
+@pytest.fixture(scope="module")
+def corpus(notebooks, tmp_path_factory):
+    """The honest styles and the cheats of tests/fixtures/styles.py, graded in one run."""
+    release, good = notebooks
+    entries = {**styles.HONEST, **styles.CHEATS}
+    submissions = write_class(tmp_path_factory.mktemp("corpus"), {name: build(release, good)
+                                                                  for name, build in entries.items()})
+    out = tmp_path_factory.mktemp("corpus_graded")
+    run_grader(submissions, out, "--jobs", "2", "--timeout", "120")
+    return read_grades(out)
+
+
+@pytest.mark.parametrize("student", styles.HONEST)
+def test_honest_code_written_in_unusual_ways_gets_full_marks(corpus, student):
+    rows = corpus[student]
+    summary = {item: (row["score"], row["status"], row["flags"], row["message"][:300]) for item, row in rows.items()}
+    assert {row["status"] for row in rows.values()} == {"ok"}, summary
+    assert float(rows["test_pg_loss"]["score"]) == 2 and float(rows["test_probability_ratio"]["score"]) == 1, summary
+    assert "reference" not in rows["test_pg_loss"]["message"], summary  # never an accusation
+
+
+@pytest.mark.parametrize("student", styles.CHEATS)
+def test_cheats_that_know_the_grader_earn_nothing_for_the_wrong_answer(corpus, student):
+    rows = corpus[student]
+    most_pg, most_ratio = styles.EXPECTED_CHEATS[student]
+    summary = {item: (row["score"], row["status"], row["flags"], row["message"][:300]) for item, row in rows.items()}
+    assert float(rows["test_pg_loss"]["score"]) <= most_pg, summary
+    assert float(rows["test_probability_ratio"]["score"]) <= most_ratio, summary
+
+
 def test_config_file_is_loaded_for_the_api():
     """NbGraderAPI does not read nbgrader_config.py by itself."""
     config = course.load_config(Path("/tmp/somewhere"))
@@ -402,21 +448,29 @@ def test_cli_help_and_exit_codes(tmp_path):
     assert missing.returncode != 0 and "does not exist" in missing.stderr
 
 
-def test_static_scan_names_reference_use_and_monkeypatching():
-    names = {"pg_loss"}
-    assert static.scan([GOOD_PG], [], names).flags() == []
-    assert static.scan(["import ppo_lab as p\npg_loss = p.pg_loss"], [], names).flags() == ["reference:pg_loss"]
-    assert static.scan(["import numpy as np\nnp.allclose = max"], [], names).flags() == ["monkeypatch:numpy.allclose"]
-    assert static.scan(["%time x = 1\n!ls"], [], names).flags() == []
+def _review(*cells, course_cells=(), exercises=("pg_loss",)):
+    return [r.why for r in static.scan([(f"cell {i}", c) for i, c in enumerate(cells)], list(course_cells), set(exercises))]
+
+
+def test_static_scan_says_neutrally_what_it_saw():
+    assert _review(GOOD_PG) == []
+    assert _review("import ppo_lab as p\ndef pg_loss(log_probs, advantages):\n    return p.pg_loss(log_probs, advantages)") \
+        == ["uses ppo_lab inside pg_loss"]
+    assert _review("import torch\ndef pg_loss(log_probs, advantages):\n    mean = getattr(torch, 'mean')\n"
+                   "    return -mean(log_probs * advantages)") == ["uses getattr inside pg_loss"]
+    assert _review("import numpy as np\nnp.allclose = max") == ["assigns to numpy.allclose"]
+    assert _review("%time x = 1\n!ls") == []
+
+
+def test_static_scan_leaves_docstrings_and_own_files_alone():
+    honest = ('def pg_loss(log_probs, advantages):\n    """Checked in 00_fixture.ipynb; the gradebook.db keeps it."""\n'
+              '    with open("debug.log", "a") as f:\n        f.write("called\\n")\n'
+              '    return -(log_probs * advantages).mean()')
+    assert _review(honest) == []
 
 
 def test_static_scan_respects_scope():
     """A global that holds something from ppo_lab does not taint a function's own local of that name."""
-    names = {"conjugate_gradient"}
     demo = "_, history = train_ppo(config)\n"
     honest = "def conjugate_gradient(Avp, b, n_steps=10, tol=1e-10):\n    for _ in range(n_steps):\n        pass\n    return b\n"
-    course_code = ["from ppo_lab import train_ppo"]
-    assert static.scan([demo, honest], course_code, names).flags() == []
-    via_global = "import ppo_lab as pl\nhelper = pl.conjugate_gradient\n" \
-                 "def conjugate_gradient(Avp, b, n_steps=10, tol=1e-10):\n    y = helper\n    return y(Avp, b)\n"
-    assert static.scan([via_global], [], names).flags() == ["reference:conjugate_gradient"]
+    assert _review(demo, honest, course_cells=["from ppo_lab import train_ppo"], exercises=("conjugate_gradient",)) == []

@@ -7,7 +7,10 @@ import torch
 
 import ppo_lab
 from ppo_lab.checks import answer_or_reference, check, get, verify
-from ppo_lab.checks.core import GRADING_DIR_VARIABLE, decode, encode, run_answer, visible_seed
+from ppo_lab.checks import protocol
+from ppo_lab.checks.protocol import GRADING_DIR_VARIABLE, Record, decode, encode
+from ppo_lab.checks.registry import visible_seed
+from ppo_lab.checks.student import run_answer
 
 
 def right_pg_loss(log_probs, advantages):
@@ -49,16 +52,72 @@ def test_using_the_reference_earns_nothing_however_it_is_reached(alias):
     assert used_reference and not verdict.passed and verdict.mistake == "uses_reference"
 
 
-def test_grading_mode_records_outputs_instead_of_judging(tmp_path, monkeypatch):
-    (tmp_path / "seed").write_text("987\n")
+def write_grading_cases(grading_dir, grade_id, hidden_seed):
+    """What the grader does before the kernel starts: the cases of both calls, into the box."""
+    item = get(grade_id)
+    protocol.write_cases(grading_dir, grade_id, False, item.run, item.cases(visible_seed(grade_id), False))
+    protocol.write_cases(grading_dir, grade_id, True, item.run, item.cases(hidden_seed, True))
+
+
+@pytest.fixture
+def published(monkeypatch):
+    """The records check sends, as the grader receives them (a display message each)."""
+    sent = []
+    monkeypatch.setattr("IPython.display.display", lambda data, raw: sent.append(data[protocol.RECORD_MIME]))
+    return sent
+
+
+def test_grading_mode_runs_the_graders_cases_and_records_outputs_instead_of_judging(tmp_path, monkeypatch, published):
+    write_grading_cases(tmp_path, "test_pg_loss", 987)
     monkeypatch.setenv(GRADING_DIR_VARIABLE, str(tmp_path))
     wrong = lambda log_probs, advantages: (log_probs * advantages).mean()  # noqa: E731
     check("test_pg_loss", wrong)  # no AssertionError inside the kernel: the grader decides
     check("test_pg_loss", right_pg_loss, hidden=True)
-    visible, hidden = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
-    assert visible["seed"] == visible_seed("test_pg_loss") and hidden["seed"] == 987
-    assert not verify("test_pg_loss", False, visible["seed"], visible["outputs"]).passed
-    assert verify("test_pg_loss", True, 987, hidden["outputs"]).passed
+    visible, hidden = [Record.from_dict(data) for data in published]
+    assert (visible.grade_id, visible.hidden, hidden.hidden) == ("test_pg_loss", False, True)
+    assert not verify("test_pg_loss", False, visible_seed("test_pg_loss"), visible.outputs).passed
+    assert verify("test_pg_loss", True, 987, hidden.outputs).passed
+    # Outputs of the right answer on other inputs than the grader's fail.
+    assert not verify("test_pg_loss", True, 988, hidden.outputs).passed
+
+
+def test_grading_mode_without_the_graders_cases_records_nothing(tmp_path, monkeypatch, published):
+    monkeypatch.setenv(GRADING_DIR_VARIABLE, str(tmp_path))
+    with pytest.raises(RuntimeError, match="no hidden cases for 'test_pg_loss'"):
+        check("test_pg_loss", right_pg_loss, hidden=True)
+    assert published == []
+
+
+def test_a_record_made_after_the_measuring_code_changed_says_so(tmp_path, monkeypatch, published):
+    write_grading_cases(tmp_path, "test_pg_loss", 987)
+    monkeypatch.setenv(GRADING_DIR_VARIABLE, str(tmp_path))
+    real = torch.autograd.grad
+    monkeypatch.setattr(torch.autograd, "grad", lambda *args, **kwargs: real(*args, **kwargs))
+    check("test_pg_loss", right_pg_loss, hidden=True)
+    assert "torch.autograd.grad" in Record.from_dict(published[0]).changed
+
+
+def test_grading_mode_demos_run_the_students_answer(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(GRADING_DIR_VARIABLE, str(tmp_path))
+    wrong = lambda log_probs, advantages: 0  # noqa: E731
+    assert answer_or_reference(wrong, "test_pg_loss") is wrong
+
+
+def _nested(depth):
+    data = []
+    for _ in range(depth):
+        data = [data]
+    return data
+
+
+@pytest.mark.parametrize("data", ["", {}, [1], {"grade_id": 1, "hidden": False, "outputs": []},
+                                  {"grade_id": "a", "hidden": "yes", "outputs": []},
+                                  {"grade_id": "a", "hidden": True, "outputs": {}},
+                                  {"grade_id": "a", "hidden": True, "outputs": [], "changed": [3]},
+                                  {"grade_id": "a", "hidden": True, "outputs": _nested(100_000)}])
+def test_malformed_records_are_refused(data):
+    with pytest.raises(ValueError, match="malformed record"):
+        Record.from_dict(data)
 
 
 def test_the_hidden_seed_changes_the_hidden_cases():

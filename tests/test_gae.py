@@ -15,7 +15,7 @@ from nbclient import NotebookClient
 
 from ppo_lab import compute_gae
 from ppo_lab.checks import check, get, verify
-from ppo_lab.checks.core import run_answer
+from ppo_lab.checks.student import run_answer
 from ppo_lab.checks.gae import MISTAKES
 
 GAE_IDS = ["test_compute_gae", "test_compute_gae_dones", "test_compute_gae_bootstrap",
@@ -257,6 +257,9 @@ def test_hidden_cases_include_batched_shapes_and_edge_cases():
 SOLUTION = Path(__file__).resolve().parents[1] / "solutions" / "04_gae" / "04_gae.ipynb"
 
 
+# The notebook trains one seed (1), and on another CPU that run takes another trajectory: 475 has to
+# hold for any seed. Measured here (AMD EPYC), its config (fast_cartpole, 64 envs, 50 updates)
+# evaluates to 500.0 on all 20 episodes for each of seeds 1-10.
 @pytest.mark.slow
 def test_solution_notebook_trains_cartpole_and_passes_every_check(tmp_path):
     notebook = nbformat.read(SOLUTION, as_version=4)

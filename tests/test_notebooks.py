@@ -78,3 +78,13 @@ def test_notebooks_are_committed_without_outputs(path):
     for cell in notebook.cells:
         if cell.cell_type == "code":
             assert not cell.outputs and cell.execution_count is None, f"{path.name} carries outputs"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_every_test_cell_has_hidden_cases(chapter):
+    """Visible inputs are public: a lookup table of them must not earn an item on its own."""
+    from autograde.verdicts import expected_calls
+
+    for cell, meta in _autograded_test_cells(chapter):
+        if cell.cell_type == "code":
+            assert any(hidden for _, hidden in expected_calls(cell.source)), meta["grade_id"]

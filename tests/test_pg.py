@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ppo_lab.checks import get, verify
-from ppo_lab.checks.core import run_answer
+from ppo_lab.checks.student import run_answer
 from ppo_lab.pg import pg_loss
 
 

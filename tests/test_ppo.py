@@ -25,7 +25,8 @@ from ppo_lab import (
     ppo_objective_with_diagnostics,
 )
 from ppo_lab.checks import get, verify
-from ppo_lab.checks.core import run_answer, visible_seed
+from ppo_lab.checks.registry import visible_seed
+from ppo_lab.checks.student import run_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "solutions" / "03_ppo_clip" / "03_ppo_clip.ipynb"

@@ -2,6 +2,7 @@
 hidden rater, the training script and the reward-hacking experiment."""
 import copy
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 
 from ppo_lab import _human_rater, kl_penalized_rewards, preference_loss, tiny_lm
 from ppo_lab.checks import get, verify
-from ppo_lab.checks.core import run_answer
+from ppo_lab.checks.student import run_answer
 from ppo_lab.checks.rlhf import PREFERENCE_MISTAKES, REWARD_MISTAKES
 from ppo_lab.rlhf_train import (
     RewardModel,
@@ -28,15 +29,6 @@ from ppo_lab.rlhf_train import (
 
 ROOT = Path(__file__).resolve().parents[1]
 REWARD_IDS = ["test_kl_penalized_rewards", "test_kl_penalized_rewards_padding"]
-
-
-@pytest.fixture
-def one_thread():
-    """Training results depend on the thread count (summation order): fix it where asserted."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --- reference functions, by hand --------------------------------------------------------------
@@ -201,16 +193,21 @@ def test_missing_weights_file_trains_a_model_instead(tmp_path, monkeypatch, one_
     assert isinstance(model, tiny_lm.TinyLM) and not model.training
 
 
+# The script trains one seed (SFT_CONFIG's), and on another CPU that run takes another trajectory:
+# so not "close to the shipped numbers" (NLL 1.791, well-formed 0.872; seeds 2 and 6 land 0.07
+# away) but the shipped weights' quality bar, with margin. Measured here (AMD EPYC), torch seeds
+# 0-7: NLL 1.791, 1.787, 1.866, 1.819, 1.786, 1.778, 1.864, 1.785; well-formed 0.872, 0.863, 0.922,
+# 0.870, 0.852, 0.862, 0.918, 0.875. Asserting NLL < 1.95 and well-formed > 0.8 (a quarter of the
+# steps: 1.92 and 0.78; untrained: NLL ~5). Three seeds would triple its ~30 s.
 @pytest.mark.slow
-def test_training_script_reproduces_a_model_of_the_shipped_quality(tmp_path):
+def test_training_script_trains_a_model_of_the_shipped_quality(tmp_path):
     shipped = torch.load(tiny_lm.WEIGHTS_PATH, weights_only=True)["info"]
     out = tmp_path / "tiny_lm.pt"
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_tiny_lm.py"), "--out", str(out)],
-                         capture_output=True, text=True, timeout=300, check=True)
+                         capture_output=True, text=True, timeout=600, check=True)
     fresh = json.loads(run.stdout.strip().splitlines()[-1])
     assert fresh["config"] == shipped["config"]
-    assert abs(fresh["held_out_nll"] - shipped["held_out_nll"]) < 0.03
-    assert fresh["well_formed"] > shipped["well_formed"] - 0.05
+    assert fresh["held_out_nll"] < 1.95 and fresh["well_formed"] > 0.8, fresh
     assert out.stat().st_size <= 5 * 2**20
 
 
@@ -228,49 +225,71 @@ def test_hidden_rule_prefers_positive_fluent_non_repetitive_finished_reviews():
 
 # --- reward model and RLHF -----------------------------------------------------------------------
 
+# A seeded run's trajectory depends on the CPU's floating-point kernels: the outcomes below are
+# judged over seeds 0-2, seed s training reward model s and running RLHF with seed s.
+SEEDS = (0, 1, 2)
+
+
 @pytest.fixture(scope="module")
 def pipeline():
-    """Shipped SFT model, preference pairs, a reward model and the SFT baseline evaluation."""
+    """Shipped SFT model, preference pairs, and per seed a reward model with the SFT baseline evaluation."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     sft, vocab = tiny_lm.load_sft_model()
     reference = copy.deepcopy(sft).requires_grad_(False)
     pairs = make_preference_pairs(sft, vocab, 2400)
     train, held_out = pairs.split(len(pairs) - 500)
-    reward_model, log = train_reward_model(sft, train, held_out)
-    reward_model.normalize(evaluate_policy(sft, reference, reward_model, vocab, seed=1)["samples"])
-    baseline = evaluate_policy(sft, reference, reward_model, vocab)
-    yield dict(sft=sft, vocab=vocab, reference=reference, reward_model=reward_model, pairs=pairs,
-               log=log, baseline=baseline)
+    reward_models = {}
+    for seed in SEEDS:
+        reward_model, log = train_reward_model(sft, train, held_out, seed=seed)
+        reward_model.normalize(evaluate_policy(sft, reference, reward_model, vocab, seed=1)["samples"])
+        baseline = evaluate_policy(sft, reference, reward_model, vocab)
+        reward_models[seed] = dict(model=reward_model, log=log, baseline=baseline)
+    yield dict(sft=sft, vocab=vocab, reference=reference, pairs=pairs, reward_models=reward_models)
     torch.set_num_threads(before)
 
 
+# Measured here (AMD EPYC): held-out accuracy 0.876, 0.840, 0.852 for seeds 0-2 (0.826-0.864 with
+# two other sets of pairs). Asserting the median > 0.75.
 @pytest.mark.slow
 def test_preference_pairs_follow_the_hidden_rule_and_the_reward_model_learns_them(pipeline):
     pairs, vocab = pipeline["pairs"], pipeline["vocab"]
-    assert len(pairs) > 1800  # few ties dropped
+    assert len(pairs) > 1800  # few ties dropped (2002-2047 for three prompt seeds)
     assert (human_scores(pairs.chosen, vocab) > human_scores(pairs.rejected, vocab)).all()
-    assert pipeline["log"]["held_out_acc"][-1] > 0.75
+    accuracy = {seed: round(rm["log"]["held_out_acc"][-1], 3) for seed, rm in pipeline["reward_models"].items()}
+    assert statistics.median(accuracy.values()) > 0.75, f"held-out accuracy per seed: {accuracy}"
 
 
-@pytest.mark.slow
-def test_kl_penalty_prevents_the_reward_hacking_that_kl_coef_zero_falls_into(pipeline, one_thread):
-    p = pipeline
-    results = {}
+def rlhf_outcomes(p, seed):
+    """Reward-model score, hidden-rule score and KL of the SFT policy and after RLHF with and
+    without the KL penalty, with seed's reward model."""
+    reward_model = p["reward_models"][seed]
+    results = {"sft": reward_model["baseline"]}
     for name, kl_coef in (("tuned", 0.1), ("kl0", 0.0)):
         policy = copy.deepcopy(p["sft"])
-        rlhf_ppo(policy, p["reference"], p["reward_model"], p["vocab"], RLHFConfig(kl_coef=kl_coef))
-        results[name] = evaluate_policy(policy, p["reference"], p["reward_model"], p["vocab"])
-    base, tuned, kl0 = p["baseline"], results["tuned"], results["kl0"]
-    summary = {k: {m: round(r[m], 3) for m in ("rm_score", "human_score", "kl")}
-               for k, r in (("sft", base), ("tuned", tuned), ("kl0", kl0))}
+        rlhf_ppo(policy, p["reference"], reward_model["model"], p["vocab"], RLHFConfig(kl_coef=kl_coef, seed=seed))
+        results[name] = evaluate_policy(policy, p["reference"], reward_model["model"], p["vocab"])
+    return {name: {m: round(r[m], 3) for m in ("rm_score", "human_score", "kl")} for name, r in results.items()}
+
+
+def shows_the_reward_hacking(outcomes):
+    base, tuned, kl0 = outcomes["sft"], outcomes["tuned"], outcomes["kl0"]
     # The tuned run improves what the 'humans' think, not only the proxy.
-    assert tuned["human_score"] > base["human_score"] + 0.3, summary
-    assert tuned["rm_score"] > base["rm_score"] + 0.5, summary
+    tuned_helps = tuned["human_score"] > base["human_score"] + 0.3 and tuned["rm_score"] > base["rm_score"] + 0.5
     # Without the penalty the reward model is fooled: its score rises, the humans' falls.
-    assert kl0["rm_score"] > base["rm_score"] + 0.5, summary
-    assert kl0["human_score"] < base["human_score"] - 0.3, summary
-    assert kl0["kl"] > 3 * tuned["kl"], summary
+    kl0_hacks = kl0["rm_score"] > base["rm_score"] + 0.5 and kl0["human_score"] < base["human_score"] - 0.3
+    return tuned_helps and kl0_hacks and kl0["kl"] > 3 * tuned["kl"]
+
+
+# Measured here (AMD EPYC), seeds 0-2 (SFT: human -0.13, reward model -0.15, -0.18, -0.09):
+#   kl_coef 0.1: human 0.77, 0.72, 0.79; reward model 1.66, 1.71, 1.44; KL 5.1, 5.3, 4.2
+#   kl_coef 0:   human -8.2, -17.4, -6.1; reward model 1.92, 2.27, 1.65; KL 110, 211, 95
+# and all nine pairs of reward-model and RLHF seeds 0-2 show all of it, each score >= 0.5 clear of
+# its threshold and kl_coef 0's KL >= 10x the tuned one (3x asserted). Asserting >= 2 of 3 seeds.
+@pytest.mark.slow
+def test_kl_penalty_prevents_the_reward_hacking_that_kl_coef_zero_falls_into(pipeline, one_thread):
+    outcomes = {seed: rlhf_outcomes(pipeline, seed) for seed in SEEDS}
+    assert sum(shows_the_reward_hacking(o) for o in outcomes.values()) >= 2, outcomes
 
 
 def test_reward_model_normalisation_and_text_helpers(one_thread):

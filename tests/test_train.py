@@ -66,20 +66,31 @@ class Spy:
         return self.function(*args, **kwargs)
 
 
-@pytest.mark.slow
-def test_fast_config_solves_cartpole():
-    """A seeded run reaches a deterministic evaluation mean >= 475 (of 500) within its budget."""
+def solve_cartpole(seed):
+    """Train fast_cartpole until a deterministic evaluation mean reaches 475 (of 500); returns the
+    updates it took, that evaluation and one on other start states."""
+    torch.manual_seed(seed)
     agent = ActorCritic()
     evaluations = []
 
     def evaluate_and_stop_when_solved(row):
-        evaluations.append(np.mean(evaluate(agent, episodes=20, seed=1000)))
+        evaluations.append(round(float(np.mean(evaluate(agent, episodes=20, seed=1000))), 1))
         return evaluations[-1] >= 475
 
-    torch.manual_seed(1)
-    train_ppo(PPOConfig.fast_cartpole(seed=1), progress=False, agent=agent, callback=evaluate_and_stop_when_solved)
-    assert evaluations[-1] >= 475, f"best evaluation {max(evaluations):.1f} after {len(evaluations)} updates"
-    assert np.mean(evaluate(agent, episodes=20, seed=2000)) >= 400  # other start states: still good
+    train_ppo(PPOConfig.fast_cartpole(seed=seed), progress=False, agent=agent, callback=evaluate_and_stop_when_solved)
+    return len(evaluations), evaluations[-1], round(float(np.mean(evaluate(agent, episodes=20, seed=2000))), 1)
+
+
+# A seeded run's trajectory depends on the CPU's floating-point kernels: judge five seeds. Measured
+# here (AMD EPYC), seeds 1-5 reach 475 after 8, 8, 10, 16, 5 of the 50 updates, then score 467,
+# 469, 482, 500, 473 on other start states (seeds 1-10: 5-21 updates, 467-500). Asserting >= 4 of 5
+# seeds reach 475 within the 50 updates and keep >= 400 on other start states.
+@pytest.mark.slow
+def test_fast_config_solves_cartpole_on_most_seeds():
+    results = {seed: solve_cartpole(seed) for seed in range(1, 6)}
+    solved = [seed for seed, (_, evaluation, other_starts) in results.items()
+              if evaluation >= 475 and other_starts >= 400]
+    assert len(solved) >= 4, f"(updates, evaluation, other start states) per seed: {results}"
 
 
 def test_default_config_is_the_seed_tutorials():

@@ -1,15 +1,23 @@
-"""Exercise checks: ``check(grade_id, answer, hidden=False)`` for notebooks, ``verify`` for the grader.
+"""Exercise checks: ``check(grade_id, answer, hidden=False)`` and ``answer_or_reference`` for notebooks.
 
-Each concept has a module here (``pg.py``, ``gae.py``, ...) that registers its checks; they are
-all imported below, so ``get(grade_id)`` knows every exercise of the course.
+* ``protocol``, ``runners``, ``student``: the kernel side, all a grading box gets of this package;
+* ``registry`` (every check, with its cases, reference and mistakes; one concept module each:
+  ``pg.py``, ``gae.py``, ...) and ``judge`` (``verify``, ``compare``): the grader side, loaded on
+  first use so that the box, which has neither, can still import this package.
 """
 import importlib
-import pkgutil
 
-from .core import REGISTRY, Case, Check, Mistake, Verdict, answer_or_reference, check, get, register, verify
+from .student import answer_or_reference, check
 
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in ("core", "inputs"):
-        importlib.import_module(f"{__name__}.{_module.name}")
+_GRADER_SIDE = {"REGISTRY": "registry", "Check": "registry", "Mistake": "registry", "register": "registry",
+                "get": "registry", "visible_seed": "registry", "Verdict": "judge", "verify": "judge",
+                "compare": "judge"}
 
-__all__ = ["REGISTRY", "Case", "Check", "Mistake", "Verdict", "answer_or_reference", "check", "get", "register", "verify"]
+
+def __getattr__(name):
+    if name in _GRADER_SIDE:
+        return getattr(importlib.import_module(f"{__name__}.{_GRADER_SIDE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["answer_or_reference", "check", *_GRADER_SIDE]

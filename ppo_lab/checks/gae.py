@@ -8,11 +8,15 @@ test_compute_gae_lambda_extremes  lambda = 0 (one-step TD errors) and lambda = 1
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from .. import gae
-from .core import Case, Check, Mistake, register
+from . import runners
 from .inputs import normal
+from .protocol import Case
+from .registry import Check, Mistake, register
 
 
 def _rollout(generator, shape, *, done_rate=0.0, last_value=0.0, gamma=None, gae_lambda=None, last_done=None):
@@ -98,14 +102,6 @@ def _extreme_cases(generator, hidden):
     return cases
 
 
-def _named_outputs(answer, case):
-    """compute_gae returns a pair; naming its parts makes messages say result['advantages'][3]."""
-    result = answer(**case.fresh_kwargs())
-    if not isinstance(result, (tuple, list)) or len(result) != 2:
-        raise TypeError(f"compute_gae must return a pair (advantages, returns), got {type(result).__name__}")
-    return {"advantages": result[0], "returns": result[1]}
-
-
 # --- classic mistakes: one recursion, switched into each wrong version ---------------------------
 
 def _wrong_gae(*, mask_delta=True, mask_carry=True, bootstrap=True, done_shift=False, store_early=False,
@@ -157,4 +153,5 @@ for grade_id, make_cases in (
     ("test_compute_gae_batched", _batched_cases),
     ("test_compute_gae_lambda_extremes", _extreme_cases),
 ):
-    register(Check(grade_id, make_cases, reference=gae.compute_gae, run=_named_outputs, mistakes=MISTAKES))
+    register(Check(grade_id, make_cases, reference=gae.compute_gae, mistakes=MISTAKES,
+                   run=partial(runners.named, names=("advantages", "returns"))))

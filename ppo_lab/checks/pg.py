@@ -1,11 +1,14 @@
 """Checks for chapter 1: ``pg_loss``."""
 import warnings
+from functools import partial
 
 import torch
 
 from .. import pg
-from .core import Case, Check, Mistake, register
-from .inputs import log_probs, normal, value_and_grads
+from . import runners
+from .inputs import log_probs, normal
+from .protocol import Case
+from .registry import Check, Mistake, register
 
 
 def _loss_with_normalised_advantages(log_probs, advantages):
@@ -35,7 +38,7 @@ register(Check(
     grade_id="test_pg_loss",
     make_cases=_cases,
     reference=pg.pg_loss,
-    run=lambda answer, case: value_and_grads(answer, case, wrt=("log_probs",)),
+    run=partial(runners.value_and_grads, wrt=("log_probs",)),
     mistakes=(
         Mistake("missing_minus", "looks like the minus sign is missing: the loss must be MINIMISED",
                 lambda log_probs, advantages: (log_probs * advantages).mean()),

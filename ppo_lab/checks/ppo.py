@@ -5,11 +5,15 @@ Each is judged against ``ppo_lab.ppo``; ``ppo_derivations.py`` holds the chapter
 from __future__ import annotations
 
 
+from functools import partial
+
 import torch
 
 from .. import ppo
-from .core import Case, Check, Mistake, register
-from .inputs import log_probs, normal, value_and_grads
+from . import runners
+from .inputs import log_probs, normal
+from .protocol import Case
+from .registry import Check, Mistake, register
 
 # --- case makers ---------------------------------------------------------------------------------
 
@@ -74,7 +78,7 @@ register(Check(
     grade_id="test_ppo_clip_objective",
     make_cases=_ratio_advantage_cases,
     reference=ppo.ppo_clip_objective,
-    run=lambda answer, case: value_and_grads(answer, case, wrt=("ratio",)),
+    run=partial(runners.value_and_grads, wrt=("ratio",)),
     mistakes=(
         Mistake("max_instead_of_min", "looks like max instead of min: PPO takes the pessimistic (smaller) term",
                 _clip_loss(combine=torch.max)),
@@ -158,25 +162,6 @@ def _diagnostic_cases(generator: torch.Generator, hidden: bool) -> list[Case]:
     return cases
 
 
-def _run_diagnostics(answer, case: Case):
-    """The answer's dict, plus the loss's gradients with respect to BOTH log-prob inputs.
-
-    The reference's gradient with respect to old_log_probs is zero: a nonzero one means the
-    old policy was not treated as a constant.
-    """
-    kwargs = case.fresh_kwargs()
-    for name in ("old_log_probs", "new_log_probs"):
-        kwargs[name] = kwargs[name].detach().clone().requires_grad_(True)
-    result = answer(**kwargs)
-    loss = result.get("loss") if isinstance(result, dict) else None
-    grads = {"grad_new_log_probs": None, "grad_old_log_probs": None}
-    if isinstance(loss, torch.Tensor) and loss.dim() == 0 and loss.requires_grad:
-        new, old = torch.autograd.grad(loss, [kwargs["new_log_probs"], kwargs["old_log_probs"]], allow_unused=True)
-        grads = {"grad_new_log_probs": torch.zeros_like(kwargs["new_log_probs"]) if new is None else new,
-                 "grad_old_log_probs": torch.zeros_like(kwargs["old_log_probs"]) if old is None else old}
-    return {"diagnostics": result, **grads}
-
-
 def _diagnostics(*, ratio_from="log", detach_old=True, kl="k3", clip_fraction="outside", unbiased=True,
                  combine=torch.min):
     """Builds diagnostics functions, right or wrong in one named way (the mistake catalogue)."""
@@ -206,7 +191,7 @@ register(Check(
     grade_id="test_ppo_objective_with_diagnostics",
     make_cases=_diagnostic_cases,
     reference=ppo.ppo_objective_with_diagnostics,
-    run=_run_diagnostics,
+    run=runners.diagnostics,
     mistakes=(
         Mistake("ratio_from_probabilities",
                 "looks like the ratio was computed from probabilities: exp(log p) underflows to 0 for unlikely "
@@ -273,7 +258,7 @@ register(Check(
     grade_id="test_ppo_kl_objective",
     make_cases=_kl_cases,
     reference=ppo.ppo_kl_objective,
-    run=lambda answer, case: value_and_grads(answer, case, wrt=("ratio", "new_logits", "old_logits")),
+    run=partial(runners.value_and_grads, wrt=("ratio", "new_logits", "old_logits")),
     mistakes=(
         Mistake("kl_wrong_direction", "looks like KL(new || old): the penalty is KL(old || new), the expectation "
                                       "under the policy that collected the data", _kl_loss(direction="new_old")),
@@ -353,7 +338,7 @@ register(Check(
     grade_id="test_get_lr",
     make_cases=lambda generator, hidden: _schedule_cases(generator, hidden, extra={"initial_lr": 2.5e-3}),
     reference=ppo.get_lr,
-    run=lambda answer, case: answer(**case.fresh_kwargs()) * 1e4,  # lrs are ~1e-4: compare on a readable scale
+    run=partial(runners.scaled, factor=1e4),  # lrs are ~1e-4: compare on a readable scale
     mistakes=(
         Mistake("rising", "looks like the lr grows with update: it should fall from initial_lr to 0",
                 lambda update, total_updates, initial_lr=3e-4: initial_lr * update / total_updates),

@@ -11,9 +11,11 @@ import torch
 
 from .. import ppo
 from ..pg import pg_loss
-from .core import Case, Check, Mistake, compare, register
 from .inputs import normal
+from .judge import compare
 from .ppo import _ratio_advantage_cases
+from .protocol import Case
+from .registry import Check, Mistake, register
 
 # --- derivation 1: at ratio = 1, the PPO-Clip gradient is the policy gradient ----------------------
 

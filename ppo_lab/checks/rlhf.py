@@ -7,12 +7,16 @@ test_kl_penalized_rewards_padding  right-padded responses of different lengths: 
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 
 from .. import rlhf
-from .core import Case, Check, Mistake, register
-from .inputs import log_probs, normal, value_and_grads
+from . import runners
+from .inputs import log_probs, normal
+from .protocol import Case
+from .registry import Check, Mistake, register
 
 # --- preference_loss --------------------------------------------------------------------------
 
@@ -64,7 +68,7 @@ register(Check(
     grade_id="test_preference_loss",
     make_cases=_preference_cases,
     reference=rlhf.preference_loss,
-    run=lambda answer, case: value_and_grads(answer, case, wrt=("chosen_rewards", "rejected_rewards")),
+    run=partial(runners.value_and_grads, wrt=("chosen_rewards", "rejected_rewards")),
     mistakes=PREFERENCE_MISTAKES,
 ))
 

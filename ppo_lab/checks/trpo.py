@@ -1,31 +1,18 @@
 """Checks for chapter 2: ``probability_ratio``, ``categorical_kl``, ``conjugate_gradient``."""
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from .. import trpo
-from .core import Case, Check, Mistake, compare, register
+from . import runners
 from .inputs import log_probs, normal
+from .judge import compare
+from .protocol import Case
+from .registry import Check, Mistake, register
 
 # --- shared helpers -----------------------------------------------------------------------------
-
-
-def _output_and_grads(answer, case: Case, wrt: tuple[str, ...]) -> dict:
-    """Run ``answer`` (which returns a ``[B]`` tensor) and differentiate its sum w.r.t. ``wrt``.
-
-    The gradient into an input that should be a constant (the old policy) must be exactly zero.
-    """
-    kwargs = case.fresh_kwargs()
-    for name in wrt:
-        kwargs[name] = kwargs[name].detach().clone().requires_grad_(True)
-    value = answer(**kwargs)
-    result = {"value": value}
-    if not (isinstance(value, torch.Tensor) and value.requires_grad):
-        return {**result, **{f"grad_{name}": None for name in wrt}}
-    grads = torch.autograd.grad(value.sum(), [kwargs[name] for name in wrt], allow_unused=True)
-    for name, grad in zip(wrt, grads):
-        result[f"grad_{name}"] = torch.zeros_like(kwargs[name]) if grad is None else grad
-    return result
 
 
 # --- probability_ratio --------------------------------------------------------------------------
@@ -58,7 +45,7 @@ register(Check(
     grade_id="test_probability_ratio",
     make_cases=_ratio_cases,
     reference=trpo.probability_ratio,
-    run=lambda answer, case: _output_and_grads(answer, case, wrt=("new_log_probs", "old_log_probs")),
+    run=partial(runners.output_and_grads, wrt=("new_log_probs", "old_log_probs")),
     mistakes=(
         Mistake("ratio_from_probabilities",
                 "looks like the ratio was computed from probabilities, exp(new) / exp(old): both underflow to 0 "
@@ -123,7 +110,7 @@ register(Check(
     grade_id="test_categorical_kl",
     make_cases=_kl_cases,
     reference=trpo.categorical_kl,
-    run=lambda answer, case: _output_and_grads(answer, case, wrt=("old_logits", "new_logits")),
+    run=partial(runners.output_and_grads, wrt=("old_logits", "new_logits")),
     mistakes=(
         Mistake("reversed_direction",
                 "looks like KL(pi_new || pi_old): the expectation must be under the OLD policy, the one that "
@@ -207,21 +194,6 @@ def _cg_cases(generator: torch.Generator, hidden: bool) -> list[Case]:
             _cg_case("b = 0: x = 0 is already the answer", _spd_matrix(generator, 4), torch.zeros(4), 10, 1e-10)]
 
 
-def _run_cg(answer, case: Case) -> dict:
-    """Call ``answer(Avp, b, n_steps, tol)`` with an Avp that counts its calls (each costs a backward pass in TRPO)."""
-    kwargs = case.fresh_kwargs()
-    A = kwargs.pop("A")
-    calls = 0
-
-    def Avp(v):
-        nonlocal calls
-        calls += 1
-        return A @ v
-
-    x = answer(Avp, kwargs["b"], n_steps=kwargs["n_steps"], tol=kwargs["tol"])
-    return {"x": x, "avp_calls": calls}
-
-
 def _judge_cg(got, want, case: Case) -> str | None:
     if not isinstance(got, dict) or set(got) != {"x", "avp_calls"}:
         return f"the answer should return a tensor x of shape {list(want['x'].shape)}"
@@ -256,7 +228,7 @@ register(Check(
     grade_id="test_conjugate_gradient",
     make_cases=_cg_cases,
     reference=trpo.conjugate_gradient,
-    run=_run_cg,
+    run=runners.conjugate_gradient,
     judge=_judge_cg,
     mistakes=(
         Mistake("no_early_stop",
