@@ -14,6 +14,8 @@ from pathlib import Path
 
 from traitlets.config import Config, PyFileConfigLoader
 
+from . import chapters
+
 REPO = Path(__file__).resolve().parents[1]
 COURSE_CONFIG = REPO / "nbgrader_config.py"
 SOURCE = REPO / "solutions"
@@ -72,7 +74,7 @@ def release(release_dir: Path = RELEASE, source: Path = SOURCE, assignment_ids: 
     Runs in a scratch course with a throw-away gradebook, so a release never touches a real
     gradebook; only ``release_dir/<NN_name>`` folders are replaced. Returns them.
     """
-    assignment_ids = assignment_ids or assignments(source)
+    assignment_ids = assignment_ids or (list(chapters.IDS) if source == SOURCE else assignments(source))
     written = []
     with tempfile.TemporaryDirectory(prefix="autograde-release-") as scratch:
         course = Path(scratch)

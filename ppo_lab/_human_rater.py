@@ -1,4 +1,4 @@
-"""The hidden "human" taste that chapter 5's preferences come from.
+"""The hidden "human" taste that chapter 8's preferences come from.
 
 The notebook never shows this rule: like real annotators, it is only observed through the
 choices it makes between two responses. A student may of course read this file, but the

@@ -1,4 +1,4 @@
-"""Chapter 4: Generalized Advantage Estimation, with bootstrapping done right."""
+"""Chapter 5: Generalized Advantage Estimation, with bootstrapping done right."""
 from __future__ import annotations
 
 import torch

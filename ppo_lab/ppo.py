@@ -1,4 +1,4 @@
-"""Chapter 3: PPO-Clip, its diagnostics, PPO-KL and the schedules used with them."""
+"""Chapters 3 and 4: PPO-Clip and its diagnostics; PPO-KL and the schedules used with them."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Chapter 5: the two RLHF-specific losses/rewards (preferences and the KL-penalised reward)."""
+"""Chapter 8: the two RLHF-specific losses/rewards (preferences and the KL-penalised reward)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Chapter 5: the RLHF pipeline around the tiny language model.
+"""Chapter 8: the RLHF pipeline around the tiny language model.
 
 1. ``human_scores``: the hidden "human" rule (``_human_rater``) judges reviews. The notebook
    uses it only the way one uses people: to label preference pairs and, at the end, to check

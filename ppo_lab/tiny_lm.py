@@ -1,4 +1,4 @@
-"""Chapter 5: a tiny but real language model to do RLHF on.
+"""Chapter 8: a tiny but real language model to do RLHF on.
 
 Everything the RLHF chapter needs before preferences enter the picture lives here:
 

@@ -1,4 +1,4 @@
-"""Train the tiny review language model of chapter 5 and save it as ppo_lab/data/tiny_lm.pt.
+"""Train the tiny review language model of chapter 8 and save it as ppo_lab/data/tiny_lm.pt.
 
     python scripts/train_tiny_lm.py                 # rebuild the shipped weights (~30 s on 1 core)
     python scripts/train_tiny_lm.py --out /tmp/x.pt # train elsewhere, e.g. to compare

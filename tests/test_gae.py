@@ -1,4 +1,4 @@
-"""compute_gae (chapter 4): hand-computed cases, properties, input errors, its exercise checks, and
+"""compute_gae (chapter 5): hand-computed cases, properties, input errors, its exercise checks, and
 the chapter's solution notebook (which must train CartPole to an evaluation return >= 475)."""
 import math
 import re
@@ -254,7 +254,7 @@ def test_hidden_cases_include_batched_shapes_and_edge_cases():
 
 # --- the chapter's solution notebook ---------------------------------------------------------------
 
-SOLUTION = Path(__file__).resolve().parents[1] / "solutions" / "04_gae" / "04_gae.ipynb"
+SOLUTION = Path(__file__).resolve().parents[1] / "solutions" / "05_gae" / "05_gae.ipynb"
 
 
 # The notebook trains one seed (1), and on another CPU that run takes another trajectory: 475 has to
@@ -275,4 +275,4 @@ def test_solution_notebook_trains_cartpole_and_passes_every_check(tmp_path):
     for grade_id in GAE_IDS:
         assert f"✓ {grade_id}: all" in printed and printed.count(f"✓ {grade_id}: all") == 2, grade_id
     assert "Using your compute_gae." in printed
-    print(f"04_gae solution notebook: {runtime:.1f} s")
+    print(f"05_gae solution notebook: {runtime:.1f} s")

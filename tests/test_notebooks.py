@@ -6,11 +6,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograde import course
+from autograde import chapters, course
 from ppo_lab.checks import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAPTERS = course.assignments(ROOT / "solutions")
+CHAPTERS = chapters.IDS
 COMMITTED_NOTEBOOKS = sorted(
     p for folder in ("solutions", "notebooks", "explorer") for p in (ROOT / folder).rglob("*.ipynb")
     if ".ipynb_checkpoints" not in p.parts
@@ -29,8 +29,22 @@ def _autograded_test_cells(chapter: str):
             yield cell, meta
 
 
-def test_there_are_chapters():
-    assert CHAPTERS, "no chapter found under solutions/"
+def test_the_chapter_registry_is_what_is_on_disk():
+    """autograde/chapters.py lists every chapter folder, in course order, and nothing else."""
+    for folder in ("solutions", "notebooks"):
+        assert course.assignments(ROOT / folder) == sorted(CHAPTERS) == list(CHAPTERS), folder
+
+
+def test_readme_chapter_table_is_the_registrys():
+    assert chapters.readme_table() in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("chapter", chapters.CHAPTERS, ids=CHAPTERS)
+def test_every_exercise_of_a_chapter_is_graded_there(chapter):
+    cells = nbformat.read(_source_notebook(chapter.id), as_version=4).cells
+    written = {re.search(r"def (\w+)\(", c.source).group(1) for c in cells
+               if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution") and "def " in c.source}
+    assert set(chapter.exercises) <= written, sorted(written)
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)

@@ -1,4 +1,4 @@
-"""Chapter 3: the reference functions of ppo_lab/ppo.py, and the exercise checks built on them.
+"""Chapters 3 and 4: the reference functions of ppo_lab/ppo.py, and the exercise checks built on them.
 
 Reference tests use hand-computed cases and properties (hypothesis), never the function's own code
 re-run. Check tests take the solutions from the chapter's source notebook (what the autograder
@@ -29,8 +29,9 @@ from ppo_lab.checks.registry import visible_seed
 from ppo_lab.checks.student import run_answer
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE = ROOT / "solutions" / "03_ppo_clip" / "03_ppo_clip.ipynb"
-RELEASE = ROOT / "notebooks" / "03_ppo_clip" / "03_ppo_clip.ipynb"
+CHAPTERS = ("03_ppo_clip", "04_ppo_in_practice")  # ppo_lab/ppo.py serves both
+SOURCES = [ROOT / "solutions" / c / f"{c}.ipynb" for c in CHAPTERS]
+RELEASES = [ROOT / "notebooks" / c / f"{c}.ipynb" for c in CHAPTERS]
 CHAPTER_CHECKS = [
     "test_ppo_clip_objective", "test_clip_active_mask", "test_ppo_objective_with_diagnostics",
     "test_ppo_kl_objective", "test_adaptive_beta", "test_adaptive_epsilon", "test_get_lr",
@@ -251,13 +252,14 @@ def _nbgrader(cell: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def solutions() -> dict:
-    """The source notebook's set-up cell and every solution cell, run in one namespace."""
+    """The source notebooks' set-up cells and every solution cell, run in one namespace."""
     namespace: dict = {}
-    setup = next(c for c in _cells(SOURCE) if c["cell_type"] == "code")
-    exec("\n".join(line for line in "".join(setup["source"]).splitlines() if not line.startswith("%")), namespace)
-    for cell in _cells(SOURCE):
-        if cell["cell_type"] == "code" and _nbgrader(cell).get("solution"):
-            exec("".join(cell["source"]), namespace)
+    for source in SOURCES:
+        setup = next(c for c in _cells(source) if c["cell_type"] == "code")
+        exec("\n".join(line for line in "".join(setup["source"]).splitlines() if not line.startswith("%")), namespace)
+        for cell in _cells(source):
+            if cell["cell_type"] == "code" and _nbgrader(cell).get("solution"):
+                exec("".join(cell["source"]), namespace)
     return namespace
 
 
@@ -323,12 +325,13 @@ def test_calling_the_reference_earns_nothing():
 
 # --- the notebooks' structure ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", [SOURCE, RELEASE], ids=["source", "release"])
+@pytest.mark.parametrize("path", [*SOURCES, *RELEASES], ids=lambda p: f"{p.parent.parent.name}/{p.stem}")
 def test_every_graded_cell_has_points_and_checks_its_own_grade_id(path):
     graded = [c for c in _cells(path) if _nbgrader(c).get("grade")]
     ids = [_nbgrader(c)["grade_id"] for c in graded]
     assert len(ids) == len(set(ids))
-    assert set(CHAPTER_CHECKS) <= set(ids)
+    assert set(CHAPTER_CHECKS) <= {i for p in (SOURCES if "solutions" in path.parts else RELEASES)
+                                   for i in (_nbgrader(c).get("grade_id") for c in _cells(p))}
     for cell in graded:
         meta = _nbgrader(cell)
         assert meta["schema_version"] == 3 and meta["points"] > 0
@@ -338,9 +341,10 @@ def test_every_graded_cell_has_points_and_checks_its_own_grade_id(path):
             assert meta["grade_id"].startswith(("derivation_", "reflection_")) and meta["solution"]
 
 
-def test_release_has_stubs_and_no_solutions_or_hidden_tests():
-    text = "".join("".join(c["source"]) for c in _cells(RELEASE))
+@pytest.mark.parametrize("release", RELEASES, ids=CHAPTERS)
+def test_release_has_stubs_and_no_solutions_or_hidden_tests(release):
+    text = "".join("".join(c["source"]) for c in _cells(release))
     assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text and "hidden=True" not in text
-    stubs = [c for c in _cells(RELEASE) if c["cell_type"] == "code" and _nbgrader(c).get("solution")]
+    stubs = [c for c in _cells(release) if c["cell_type"] == "code" and _nbgrader(c).get("solution")]
     assert stubs and all("raise NotImplementedError()" in "".join(c["source"]) for c in stubs)
-    assert all(not c.get("outputs") for c in _cells(RELEASE) if c["cell_type"] == "code")
+    assert all(not c.get("outputs") for c in _cells(release) if c["cell_type"] == "code")

@@ -1,4 +1,4 @@
-"""Chapter 5 (RLHF): reference functions, their exercise checks, the tiny language model, the
+"""Chapter 8 (RLHF): reference functions, their exercise checks, the tiny language model, the
 hidden rater, the training script and the reward-hacking experiment."""
 import copy
 import json

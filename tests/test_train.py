@@ -286,7 +286,7 @@ def test_evaluate_bad_episodes(episodes):
         evaluate(AlwaysLeft(), episodes=episodes)
 
 
-# --- PPOConfig.objective: the same trainer runs vanilla PG and PPO-KL (chapter 3's method table) ---
+# --- PPOConfig.objective: the same trainer runs vanilla PG and PPO-KL (chapter 4's method table) ---
 
 def _tiny(**changes) -> PPOConfig:
     return PPOConfig.fast_cartpole(**{"num_envs": 16, "num_steps": 16, "num_minibatches": 1, "num_epochs": 1,

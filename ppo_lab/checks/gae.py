@@ -1,4 +1,4 @@
-"""Checks for chapter 4: ``compute_gae``, one graded item per aspect.
+"""Checks for chapter 5: ``compute_gae``, one graded item per aspect.
 
 test_compute_gae                  [T] rollouts, no terminations, no bootstrap (the seed's setting)
 test_compute_gae_dones            terminations inside the rollout

@@ -1,4 +1,4 @@
-"""Checks for chapter 3's contract functions: PPO-Clip, its diagnostics, PPO-KL and the schedules.
+"""Checks for the contract functions of chapters 3 (PPO-Clip, its diagnostics) and 4 (PPO-KL, the schedules).
 
 Each is judged against ``ppo_lab.ppo``; ``ppo_derivations.py`` holds the chapter's extra exercises.
 """

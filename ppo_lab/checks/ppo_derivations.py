@@ -1,4 +1,4 @@
-"""Checks for chapter 3's extra exercises (docs/exercises.md): the three derivations and the lr sweep.
+"""Checks for the extra exercises (docs/exercises.md): chapter 3's three derivations, chapter 4's lr sweep.
 
 Their reference versions live here, next to their checks, because they exist only to be
 checked: ``gradients_at_ratio_one``, ``surrogate_lower_bound_gap``, ``clip_boundary_kl``, ``lr_sweep``.

@@ -1,4 +1,4 @@
-"""Checks for chapter 5: ``preference_loss`` and ``kl_penalized_rewards``.
+"""Checks for chapter 8: ``preference_loss`` and ``kl_penalized_rewards``.
 
 test_preference_loss               Bradley-Terry loss, value and gradients
 test_kl_penalized_rewards          per-token KL penalty + score on the last token, full-length responses
