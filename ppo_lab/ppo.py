@@ -126,7 +126,11 @@ def ppo_kl_objective(
 def adaptive_beta(beta: float, kl: float, target_kl: float = 0.01) -> float:
     """The PPO paper's rule for the KL weight, applied after each update.
 
-    If the measured KL came out below target / 1.5 the penalty is too strong: halve beta.
+    ``kl`` is what the update produced: KL(pi_old || pi_new) between the policy that collected
+    the rollout and the updated one, averaged over the rollout's states and measured once the
+    update is over (``train_ppo`` does this; the mean of the approx_kl logged during the epochs
+    under-measures it, since the first steps see a policy that has barely moved).
+    If it came out below target / 1.5 the penalty is too strong: halve beta.
     Above target * 1.5 it is too weak: double beta. Otherwise keep it.
     """
     beta = _validate.number("beta", beta)

@@ -10,8 +10,8 @@ One update of PPO:
      minibatches, minimising the PPO-Clip loss + value loss - entropy bonus.
 Then the rollout is thrown away and the next update collects a fresh one with the new policy.
 
-Every reference function of the course appears where it is used: ``compute_gae`` (chapter 4),
-``ppo_objective_with_diagnostics`` and ``get_lr`` (chapter 3).
+Every reference function of the course appears where it is used: ``compute_gae`` (chapter 5),
+``ppo_objective_with_diagnostics`` and ``get_lr`` (chapters 3 and 4).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from .gae import compute_gae
 from .pg import pg_loss
 from .ppo import adaptive_beta, get_lr, ppo_kl_objective, ppo_objective_with_diagnostics
 from .rollout import RolloutCollector, as_obs, autoreset_mode, env_and_agent, env_step
+from .trpo import categorical_kl
 
 
 @dataclass
@@ -36,7 +37,7 @@ class PPOConfig:
     """PPO's hyperparameters. The first block are the usual defaults (tuned for MuJoCo/Atari-sized
     problems); ``PPOConfig.fast_cartpole()`` is a setting that solves CartPole in seconds."""
 
-    clip_epsilon: float = 0.2  # trust region: the ratio may move by +/- epsilon per update
+    clip_epsilon: float = 0.2  # clip range: past 1 +/- eps in the rewarded direction a sample stops pushing
     learning_rate: float = 3e-4  # Adam step size at the start (annealed to 0 if anneal_lr)
     num_epochs: int = 10  # passes over each rollout
     num_minibatches: int = 32  # minibatches per pass
@@ -230,9 +231,16 @@ def train_ppo(
             if kl_exceeded:
                 break
         if config.objective == "kl":
-            # The paper's rule, with the KL measured during this update: halve the penalty if the policy
-            # moved less than kl_target / 1.5, double it if it moved more than 1.5 * kl_target.
-            kl_beta = adaptive_beta(kl_beta, max(0.0, float(np.mean(stats["approx_kl"]))), config.kl_target)
+            # PPO-KL adapts beta from how far this whole update moved the policy: the exact KL between
+            # the policy that collected the rollout and the updated one, averaged over the rollout's
+            # states, measured now (as in the PPO paper). The approx_kl logged during the epochs is
+            # not that number: its first steps see a policy that has barely moved (0 at step one),
+            # so its mean under-measures the update.
+            with torch.no_grad():
+                update_kl = categorical_kl(rollout.logits, agent.policy(rollout.obs).logits).mean().item()
+            # The paper's rule, from the KL the update produced: halve the penalty if the policy moved
+            # less than kl_target / 1.5, double it if it moved more than 1.5 * kl_target.
+            kl_beta = adaptive_beta(kl_beta, max(0.0, update_kl), config.kl_target)
 
         row = _history_row(update, global_step, lr, stats, rollout.values, rollout.returns, rollout.episode_returns,
                            start)

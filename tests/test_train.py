@@ -12,6 +12,7 @@ from ppo_lab.agent import ActorCritic
 from ppo_lab.envs import BatchedCartPole
 from ppo_lab.ppo import get_lr
 from ppo_lab.train import PPOConfig, evaluate, train_ppo
+from ppo_lab.trpo import categorical_kl
 
 HISTORY_KEYS = {
     "update", "global_step", "learning_rate", "policy_loss", "value_loss", "entropy", "clip_fraction",
@@ -319,6 +320,37 @@ def test_kl_objective_adapts_beta_after_every_update(monkeypatch):
     calls.clear()
     train_ppo(_tiny(objective="clip"), progress=False)
     assert calls == []
+
+
+def test_kl_objective_adapts_beta_from_the_kl_the_whole_update_produced(monkeypatch):
+    # The PPO paper adapts beta from KL(pi_old || pi_new) measured after the update, over the whole
+    # rollout. The approx_kl logged during the epochs is not it: it averages minibatch steps taken
+    # while the policy had barely moved (exactly 0 at the first step), so it under-measures.
+    used = []
+    monkeypatch.setattr(train_module, "adaptive_beta", lambda beta, kl, target_kl: used.append(kl) or beta)
+    rollouts = []
+
+    class RecordingCollector(train_module.RolloutCollector):
+        def collect(self, *args, **kwargs):
+            rollouts.append(super().collect(*args, **kwargs))
+            return rollouts[-1]
+
+    monkeypatch.setattr(train_module, "RolloutCollector", RecordingCollector)
+    torch.manual_seed(0)
+    agent = ActorCritic()
+    after_update = []
+
+    def measure_after_update(row):  # called once the update is over: the agent is the updated policy
+        with torch.no_grad():
+            new_logits = agent.policy(rollouts[-1].obs).logits
+            after_update.append(categorical_kl(rollouts[-1].logits, new_logits).mean().item())
+
+    _, history = train_ppo(_tiny(objective="kl", num_epochs=4), progress=False, agent=agent,
+                           callback=measure_after_update)
+    assert len(used) == len(history) == 3
+    assert used == pytest.approx(after_update, rel=1e-5, abs=1e-9)
+    during = [row["approx_kl"] for row in history]
+    assert all(kl_after > kl_during for kl_after, kl_during in zip(after_update, during)), (after_update, during)
 
 
 @pytest.mark.parametrize("changes, field", [

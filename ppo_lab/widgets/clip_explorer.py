@@ -5,7 +5,10 @@ advantage A and clip range epsilon set by the sliders; the unclipped r * A, the 
 clip(r, 1 - eps, 1 + eps) * A, their minimum (what PPO maximises), and shaded, the ratios where
 that minimum is flat, i.e. where the sample stops contributing gradient.
 Right: a batch of sampled ratios (log r ~ Normal(0, spread), a stand-in for one update's policy
-change) against the range [1 - eps, 1 + eps], with the numbers PPO logs for it.
+change) against the range [1 - eps, 1 + eps], with the numbers PPO logs for it. Every sample is read
+with the advantage's sign and coloured by which of the four cases it is in: inside the range (the
+gradient of r * A, as without a clip), outside it on the side where the clip removes its gradient,
+or outside it on the other side, where the min keeps r * A and the sample still pushes.
 
 Everything drawn is computed by the pure functions ``objective_view`` and ``batch_view``; the
 widget only moves existing artists to their results, so a slider move costs one redraw.
@@ -42,12 +45,15 @@ class ObjectiveView:
 class BatchView:
     """A batch of ratios seen through the clip (plain floats, counts ``[bins]``)."""
 
-    clip_fraction: float  # share with |r - 1| > eps (what PPO logs)
+    clip_fraction: float  # share with |r - 1| > eps (what PPO logs), whatever the advantage's sign
     gradient_removed_fraction: float  # share where the clip removes the gradient, for the advantage's sign
+    gradient_kept_fraction: float  # share outside the range on the other side: the min keeps r * A there
     approx_kl: float  # mean of (r - 1) - log r
     quadratic_kl: float  # eps^2 / 2, the k3 estimate at the clip boundary to second order
-    counts: np.ndarray  # histogram of the ratios over HISTOGRAM_EDGES
-    outside: np.ndarray  # bool per bin: its centre lies outside [1 - eps, 1 + eps]
+    counts: np.ndarray  # histogram of all the ratios over HISTOGRAM_EDGES
+    in_range: np.ndarray  # histogram of the ratios inside [1 - eps, 1 + eps]
+    removed: np.ndarray  # histogram of those outside it whose gradient the clip removes
+    kept: np.ndarray  # histogram of those outside it whose gradient is kept (in_range + removed + kept = counts)
 
 
 def objective_view(epsilon: float, advantage: float, ratio: np.ndarray | None = None) -> ObjectiveView:
@@ -84,28 +90,37 @@ def batch_view(epsilon: float, ratios: np.ndarray, advantage_sign: float = 1.0) 
     """The numbers and histogram of the right plot for ratios ``[B]`` and clip range ``epsilon``.
 
     ``advantage_sign``: the batch is read as if every sample had an advantage of this sign,
-    which decides on which side of the range the clip removes gradient (0: nowhere).
+    which decides on which side of the range the clip removes gradient (0: nowhere: with A = 0
+    there is no gradient to remove). Each sample falls in one of three classes, histogrammed
+    separately: in range, outside with its gradient removed, outside with its gradient kept.
     """
     epsilon = _validate.in_open_interval("epsilon", epsilon, 0.0, 1.0)
     ratios = np.asarray(ratios, dtype=float)
     if ratios.ndim != 1 or ratios.size == 0 or not np.isfinite(ratios).all() or (ratios <= 0).any():
         raise ValueError(f"ratios must be a non-empty 1-D array of finite positive numbers, got {ratios!r:.80}")
     sign = np.sign(_validate.number("advantage_sign", advantage_sign))
+    outside = np.abs(ratios - 1) > epsilon
     if sign > 0:
         removed = ratios > 1 + epsilon
     elif sign < 0:
         removed = ratios < 1 - epsilon
     else:
         removed = np.zeros_like(ratios, dtype=bool)
-    counts, _ = np.histogram(np.minimum(ratios, HISTOGRAM_EDGES[-1] - 1e-9), HISTOGRAM_EDGES)
-    centres = (HISTOGRAM_EDGES[:-1] + HISTOGRAM_EDGES[1:]) / 2
+    kept = outside & ~removed
+
+    def histogram(selected: np.ndarray) -> np.ndarray:
+        return np.histogram(np.minimum(ratios[selected], HISTOGRAM_EDGES[-1] - 1e-9), HISTOGRAM_EDGES)[0]
+
     return BatchView(
-        clip_fraction=float((np.abs(ratios - 1) > epsilon).mean()),
+        clip_fraction=float(outside.mean()),
         gradient_removed_fraction=float(removed.mean()),
+        gradient_kept_fraction=float(kept.mean()),
         approx_kl=float(np.mean((ratios - 1) - np.log(ratios))),
         quadratic_kl=epsilon ** 2 / 2,
-        counts=counts,
-        outside=np.abs(centres - 1) > epsilon,
+        counts=histogram(np.ones_like(outside)),
+        in_range=histogram(~outside),
+        removed=histogram(removed),
+        kept=histogram(kept),
     )
 
 
@@ -113,7 +128,8 @@ def readout_html(epsilon: float, batch: BatchView) -> str:
     """The numbers under the figure, as one line of HTML."""
     return (
         f"<b>clip fraction</b> {batch.clip_fraction:.3f} (|r &minus; 1| &gt; {epsilon:.2f}) &nbsp;·&nbsp; "
-        f"<b>gradient removed</b> {batch.gradient_removed_fraction:.3f} &nbsp;·&nbsp; "
+        f"of which <b>gradient removed</b> {batch.gradient_removed_fraction:.3f}, "
+        f"<b>still pushing</b> {batch.gradient_kept_fraction:.3f} &nbsp;·&nbsp; "
         f"<b>approx KL</b> {batch.approx_kl:.4f} &nbsp;·&nbsp; "
         f"<b>&epsilon;&sup2;/2</b> {batch.quadratic_kl:.4f}"
     )
@@ -145,7 +161,8 @@ class ClipExplorer(widgets.VBox):
             slider.observe(self._on_change, names="value")
         self.drawer = BlitDrawer(self.figure, [
             self.zero_grad_patch, self.unclipped_line, self.clipped_line, self.objective_line,
-            *self.objective_bounds, self.band_patch, self.inside_bars, self.outside_bars, self.batch_axes.yaxis,
+            *self.objective_bounds, self.band_patch, self.in_range_bars, self.kept_bars, self.removed_bars,
+            self.batch_axes.yaxis,
         ])
         self.update()
         super().__init__([self.epsilon, self.advantage, self.spread, self.canvas, self.readout])
@@ -165,14 +182,21 @@ class ClipExplorer(widgets.VBox):
 
     def _build_batch_axes(self, ax) -> None:
         ax.set(xlim=(HISTOGRAM_EDGES[0], HISTOGRAM_EDGES[-1]), xlabel="ratio r (batch of 4000 samples)",
-               ylabel="samples", title="a batch of ratios")
+               ylabel="samples", title="a batch of ratios, all with A's sign")
         self.band_patch = Rectangle((0, 0), 0, 1, transform=ax.get_xaxis_transform(), color=COLORS["objective"],
                                     alpha=ZERO_GRAD_ALPHA, label="[1 − ε, 1 + ε]")
         ax.add_patch(self.band_patch)
-        # Two step outlines over the same bins: the counts inside the range, and those outside it.
+        # Three stacked step patches over the same bins, one per case. Blue where the sample's
+        # objective is r * A (its gradient is the unclipped one): solid inside the range, hatched
+        # outside it on the side the min does not clip; red, the left plot's zero-gradient colour,
+        # where the clip removes the gradient.
         empty = np.zeros(len(HISTOGRAM_EDGES) - 1)
-        self.inside_bars = ax.stairs(empty, HISTOGRAM_EDGES, fill=True, color=COLORS["unclipped"])
-        self.outside_bars = ax.stairs(empty, HISTOGRAM_EDGES, fill=True, color=COLORS["clipped"])
+        self.in_range_bars = ax.stairs(empty, HISTOGRAM_EDGES, fill=True, color=COLORS["unclipped"],
+                                       label="in range")
+        self.kept_bars = ax.stairs(empty, HISTOGRAM_EDGES, fill=True, facecolor="white", edgecolor=COLORS["unclipped"],
+                                   hatch="////", lw=0.8, label="outside, not clipped: still pushes")
+        self.removed_bars = ax.stairs(empty, HISTOGRAM_EDGES, fill=True, color=COLORS["zero_grad"],
+                                      label="outside, clipped: gradient 0")
         self.batch_axes = ax
         ax.legend(loc="upper right", fontsize=8)
 
@@ -193,9 +217,10 @@ class ClipExplorer(widgets.VBox):
             line.set_xdata([x, x])
 
         batch = batch_view(eps, sample_ratios(self.spread.value, seed=self.seed), advantage)
-        self.inside_bars.set_data(np.where(batch.outside, 0, batch.counts))
-        self.outside_bars.set_data(np.where(batch.outside, batch.counts, 0))
-        self.batch_axes.set_ylim(0, 1.1 * max(batch.counts.max(), 1))
+        self.in_range_bars.set_data(batch.in_range, baseline=0)
+        self.kept_bars.set_data(batch.in_range + batch.kept, baseline=batch.in_range)
+        self.removed_bars.set_data(batch.in_range + batch.kept + batch.removed, baseline=batch.in_range + batch.kept)
+        self.batch_axes.set_ylim(0, 1.5 * max(batch.counts.max(), 1))  # headroom for the legend
         self.band_patch.set_x(1 - eps)
         self.band_patch.set_width(2 * eps)
         self.readout.value = readout_html(eps, batch)
