@@ -32,7 +32,7 @@ class Chapter:
 CHAPTERS = (
     Chapter("01_vanilla_pg", "Vanilla policy gradient",
             "the policy-gradient loss; one oversized update destroys a trained CartPole policy",
-            ("pg_loss",), images=1),
+            ("pg_loss", "reward_to_go"), images=1),
     Chapter("02_trpo", "Trust regions and TRPO",
             "probability ratios, KL, conjugate gradient, a working TRPO update, and its cost",
             ("probability_ratio", "categorical_kl", "conjugate_gradient"), images=4),

@@ -6,7 +6,7 @@ next to the tools the chapters use: ``BatchedCartPole``, the PPO and TRPO traine
 from .agent import ActorCritic
 from .envs import BatchedCartPole
 from .gae import compute_gae
-from .pg import pg_loss
+from .pg import pg_loss, reward_to_go
 from .ppo import (
     adaptive_beta,
     adaptive_epsilon,
@@ -41,6 +41,7 @@ __all__ = [
     "ppo_objective_with_diagnostics",
     "preference_loss",
     "probability_ratio",
+    "reward_to_go",
     "train_ppo",
     "train_trpo",
 ]
