@@ -58,11 +58,7 @@ def hidden_code(code: str) -> str:
 
 @pytest.fixture(scope="module")
 def notebooks(tmp_path_factory):
-    release_dir = tmp_path_factory.mktemp("release")
-    course.release(release_dir, SOURCE, [ASSIGNMENT])
-    release = nbformat.read(release_dir / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
-    source = nbformat.read(SOURCE / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
-    return release, make.answered(release, source)
+    return make.release_and_answered(SOURCE, ASSIGNMENT, tmp_path_factory.mktemp("release"))
 
 
 def bad_class(release, good) -> dict:

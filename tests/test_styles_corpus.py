@@ -14,7 +14,6 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograde import course
 from fixtures import students as make
 from fixtures import styles
 
@@ -27,11 +26,7 @@ PARALLEL = max(1, min(4, (os.cpu_count() or 1)))  # kernels at a time
 
 @pytest.fixture(scope="module")
 def notebooks(tmp_path_factory):
-    release_dir = tmp_path_factory.mktemp("release")
-    course.release(release_dir, SOURCE, [ASSIGNMENT])
-    release = nbformat.read(release_dir / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
-    source = nbformat.read(SOURCE / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
-    return release, make.answered(release, source)
+    return make.release_and_answered(SOURCE, ASSIGNMENT, tmp_path_factory.mktemp("release"))
 
 
 def as_notebook(submission) -> nbformat.NotebookNode:
