@@ -4,7 +4,6 @@
 already has it would never notice a broken install line. These tests run the script with stub
 ``apt-get``/``sudo``/``id`` on PATH and assert the exact commands it would run.
 """
-import os
 import shutil
 import subprocess
 from pathlib import Path
