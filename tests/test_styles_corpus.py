@@ -7,6 +7,7 @@ must at least be notebooks that Jupyter can read.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import copy
 import os
 from pathlib import Path
@@ -91,7 +92,10 @@ def executed(notebooks, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("PPO_LAB_GRADING_DIR", raising=False)  # the kernels inherit the environment
-        asyncio.run(run_all())
+        # A loop of its own, in its own thread: the browser tests' playwright keeps one running in
+        # the main thread for the whole session.
+        with concurrent.futures.ThreadPoolExecutor(1) as thread:
+            thread.submit(asyncio.run, run_all()).result()
     return results
 
 
