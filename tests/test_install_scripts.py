@@ -4,6 +4,7 @@
 already has it would never notice a broken install line. These tests run the script with stub
 ``apt-get``/``sudo``/``id`` on PATH and assert the exact commands it would run.
 """
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,6 +13,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "install-chromium.sh"
+# `make test` runs this file: a make started here must not inherit the outer make's settings
+# (MAKELEVEL makes it print "Entering directory"; MAKEFLAGS could carry -n or -k).
+PLAIN_ENV = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
 
 LOG_AND = 'printf "%s\\n" "{name} $*" >> "$STUB_LOG"\n'
 STUBS = {
@@ -74,7 +78,8 @@ def test_it_fails_loudly_when_the_install_leaves_no_chromium(tmp_path):
 
 
 def test_make_test_installs_chromium_through_the_script():
-    dry_run = subprocess.run(["make", "-n", "chromium"], cwd=ROOT, capture_output=True, text=True, check=True)
+    dry_run = subprocess.run(["make", "-n", "chromium"], cwd=ROOT, env=PLAIN_ENV, capture_output=True, text=True,
+                             check=True)
     assert dry_run.stdout.strip() == "bash scripts/install-chromium.sh"
     makefile = (ROOT / "Makefile").read_text()
     assert "test: $(STAMP) chromium" in makefile
@@ -84,7 +89,7 @@ def test_make_builds_the_venv_from_nothing_with_the_pinned_torch_first(tmp_path)
     """The venv recipe only runs on a fresh clone; a dry run with no venv shows every command."""
     venv = tmp_path / "venv"
     dry_run = subprocess.run(["make", "-n", "-B", f"VENV={venv}", str(venv / ".installed")], cwd=ROOT,
-                             capture_output=True, text=True, check=True)
+                             env=PLAIN_ENV, capture_output=True, text=True, check=True)
     lines = [line for line in dry_run.stdout.splitlines() if not line.startswith("#")]
     assert lines[0] == f"test -x {venv}/bin/python || python3 -m venv {venv}"
     assert "torch==2.13.0" in lines[1] and "-c requirements/constraints.txt" in lines[1]
