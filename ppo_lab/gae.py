@@ -17,23 +17,31 @@ def compute_gae(
     """Advantages ``A_t = sum_k (gamma * lambda)^k * delta_{t+k}`` and returns ``A_t + V(s_t)``.
 
     ``delta_t = r_t + gamma * V(s_{t+1}) * (1 - done_t) - V(s_t)``: the one-step TD error.
-    Two details decide whether the estimate is right:
+    Three details decide whether the estimate is right:
 
     * ``dones[t] = 1`` means the episode TERMINATED with step t: nothing follows, so neither
       V(s_{t+1}) nor any later delta may leak back across it.
     * The rollout usually stops in the middle of an episode. The step after the last one is
       then not the end of the world: its value ``last_value = V(s_T)`` must be bootstrapped.
       Passing 0 there (the common tutorial version) pretends every rollout ends in a
-      terminal state and biases the last advantages downwards. A time-limit truncation is
-      the same situation: bootstrap it (the trainer does this), do not mark it done.
+      terminal state and biases the last advantages (downwards when V(s_T) > 0).
+    * A time limit (truncation) inside the rollout is not a termination either: the episode
+      could have gone on, worth ``V(final_obs)``. GAE only knows ``dones``, so the caller folds
+      that value into the cut step's reward, ``r_t + gamma * V(final_obs)``, and marks the step
+      done (``dones[t] = 1``): the bootstrap is in the reward, and the flag stops the recursion
+      from running on into the next episode, which the env has already started.
+      ``RolloutCollector.collect`` (``rollout.py``) does exactly this.
 
     Args:
         rewards: ``[T]`` or ``[T, N]`` (time-major, N parallel envs).
         values: ``[T]`` or ``[T, N]`` V(s_t) under the current critic.
-        dones: ``[T]`` or ``[T, N]`` 1.0 where the episode terminated at step t, else 0.0.
+        dones: ``[T]`` or ``[T, N]`` 1.0 where nothing may be bootstrapped past step t (the
+            episode terminated there, or was truncated with its bootstrap already in the
+            reward), else 0.0.
         last_value: V(s_T) of the state after the last step: a number, or ``[N]``.
         gamma: discount factor in [0, 1].
-        gae_lambda: GAE parameter in [0, 1]; 0 gives TD errors, 1 gives Monte-Carlo.
+        gae_lambda: GAE parameter in [0, 1]; 0 gives the TD errors, 1 the discounted return
+            (bootstrapped from ``last_value`` where the rollout ends mid-episode) minus V(s_t).
 
     Returns:
         ``(advantages, returns)``, both shaped like ``rewards``, with no gradient attached.

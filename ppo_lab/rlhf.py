@@ -37,6 +37,10 @@ def kl_penalized_rewards(
     plus ``scores[b]`` at the last generated token of sequence b (the reward model judges the
     whole response, so its score arrives when the response is complete). Padding gets 0.
 
+    The penalty uses the k1 estimate of KL(pi || pi_ref), the sampled token's log-ratio. It can be
+    negative on a single token (the policy now likes that token less than the reference does, and
+    the token earns a small bonus); only its expectation over tokens sampled from pi is the KL >= 0.
+
     Args:
         scores: ``[B]`` reward-model score of each full response.
         logprobs: ``[B, L]`` log-probs of the sampled tokens under the policy.

@@ -211,7 +211,7 @@ def train_reward_model(sft_model: TinyLM, train_pairs: PreferencePairs, held_out
 
 @dataclass
 class RLHFConfig:
-    kl_coef: float = 0.1        # weight of the per-token penalty log pi(t) - log pi_ref(t)
+    kl_coef: float = 0.1        # weight of the per-token penalty log pi(t) - log pi_ref(t) (k1: < 0 on some tokens)
     iterations: int = 40        # rollout + update cycles
     batch_size: int = 64        # responses per rollout
     ppo_epochs: int = 3         # passes over each rollout (PPO's sample reuse)
@@ -231,7 +231,7 @@ class RLHFHistory:
 
     rm_score: list = field(default_factory=list)     # mean reward-model score
     human_score: list = field(default_factory=list)  # mean hidden-rule score
-    kl: list = field(default_factory=list)           # mean sum_t (log pi - log pi_ref) per response
+    kl: list = field(default_factory=list)           # mean sum_t (log pi - log pi_ref) per response (k1, nats)
     clip_fraction: list = field(default_factory=list)
     approx_kl: list = field(default_factory=list)    # pi_old -> pi_new, last epoch
     length: list = field(default_factory=list)       # mean response length in tokens
@@ -240,7 +240,8 @@ class RLHFHistory:
 
 def sequence_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``[B]`` sampled estimate of KL(pi || pi_ref) for each response: the sum over its tokens
-    of log pi - log pi_ref (its mean over responses sampled from pi is the true KL)."""
+    of the k1 estimate log pi - log pi_ref (one response's sum can be negative; its mean over
+    responses sampled from pi is the true KL)."""
     return ((logprobs - ref_logprobs) * mask).sum(1)
 
 

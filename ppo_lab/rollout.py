@@ -6,7 +6,9 @@ single oversized step. The rollout is time-major ``[T, N]`` while it is collecte
 backwards in time, per env) and flattened to ``[B]`` transitions at the end.
 
 Two details the usual tutorial code gets wrong are handled here:
-  * a time limit (truncation) is not the end of the episode: its value is bootstrapped;
+  * a time limit (truncation) is not the end of the episode: gamma * V(final_obs) is added to
+    the cut step's reward, and the step is still marked done so that GAE does not run on into
+    the next episode (``compute_gae``'s docstring says why);
   * with Gymnasium's default NEXT_STEP autoreset, the step after an episode's end is no
     transition at all (the env ignores its action): it is dropped from the rollout.
 """
