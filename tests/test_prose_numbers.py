@@ -7,12 +7,14 @@ machine, before a student reads a number their own run does not reproduce. Numbe
 exercises, chapters, list items) is not counted.
 """
 import re
+from pathlib import Path
 
 import nbformat
 import pytest
 
 from autograde.chapters import CHAPTERS
-from tests.test_notebooks import ROOT
+
+ROOT = Path(__file__).resolve().parents[1]
 
 NUMBERING = re.compile(r"(?im)^\s*#+\s*\d+\.|^\s*\d+\.\s|\b(chapters?|sections?|exercises?|reflections?|derivations?|cell)"
                        r"\s+\d+(\s*(,|and|-|–)\s*\d+)*")
