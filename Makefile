@@ -45,6 +45,7 @@ explore: $(STAMP)
 bench: $(STAMP)
 	$(PIP) -e '.[test,bench]'
 	$(PY) -m bench.cartpole
+	$(PY) -m bench.pendulum
 	$(PY) -m bench.grading
 
 clean:

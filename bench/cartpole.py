@@ -24,15 +24,13 @@ Three seeds are few: both algorithms' env steps to solve vary 2-5x from seed to 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from typing import NamedTuple
 
 import torch
 
-from ppo_lab.agent import ActorCritic
+from bench import _race
+from bench._race import Run
 from ppo_lab.envs import MAX_EPISODE_STEPS, BatchedCartPole
-from ppo_lab.train import PPOConfig, train_ppo
+from ppo_lab.train import PPOConfig
 
 SOLVED_RETURN = 475.0
 EVAL_EPISODES = 20
@@ -64,85 +62,27 @@ def is_solved(agent) -> bool:
     return True
 
 
-class Run(NamedTuple):
-    """One run until solved (or until its budget ran out)."""
-
-    wall_seconds: float
-    cpu_seconds: float  # this process's CPU time: less sensitive to other load on the machine
-    env_steps: int
-    solved: bool
-
-
-class _Clock:
-    def __init__(self):
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-
-    def run(self, env_steps: int, solved: bool) -> Run:
-        return Run(time.perf_counter() - self.wall, time.process_time() - self.cpu, env_steps, solved)
-
-
 def run_ppo_lab(seed: int, config: PPOConfig | None = None) -> Run:
     """ppo_lab's PPO with ``PPOConfig.fast_cartpole`` on BatchedCartPole, evaluated after every update."""
     config = PPOConfig.fast_cartpole(seed=seed) if config is None else config
-    clock = _Clock()
-    torch.manual_seed(seed)
-    agent = ActorCritic()
-    result = {"steps": 0, "solved": False}
-
-    def stop_when_solved(row: dict) -> bool:
-        result["steps"] = row["global_step"]
-        result["solved"] = is_solved(agent)
-        return result["solved"]
-
-    train_ppo(config, progress=False, callback=stop_when_solved, agent=agent)
-    return clock.run(result["steps"], result["solved"])
-
-
-class _SB3Agent:
-    """Gives an SB3 policy the ``act(obs, deterministic)`` that ``is_solved`` calls."""
-
-    def __init__(self, policy):
-        self.policy = policy
-
-    @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        return self.policy.get_distribution(obs).get_actions(deterministic=deterministic)
+    return _race.run_ppo_lab(config, is_solved)
 
 
 def run_sb3(seed: int, eval_every: int, total_timesteps: int = SB3_TIMESTEPS) -> Run:
     """Same measurement for SB3 PPO with the RL-Zoo hyperparameters for CartPole-v1."""
     from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
-    class StopWhenSolved(BaseCallback):
-        def __init__(self):
-            super().__init__()
-            self.solved = False
-            self.next_eval = eval_every
+    def make_model():
+        env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
+        return PPO(
+            "MlpPolicy", env, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0,
+            learning_rate=lambda progress_remaining: 1e-3 * progress_remaining,
+            clip_range=lambda progress_remaining: 0.2 * progress_remaining,
+            seed=seed, device="cpu", verbose=0,
+        )  # fmt: skip
 
-        def _on_step(self) -> bool:
-            if self.num_timesteps < self.next_eval:
-                return True
-            self.next_eval += eval_every
-            self.solved = is_solved(_SB3Agent(self.model.policy))
-            return not self.solved
-
-    clock = _Clock()
-    env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
-    model = PPO(
-        "MlpPolicy", env, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0,
-        learning_rate=lambda progress_remaining: 1e-3 * progress_remaining,
-        clip_range=lambda progress_remaining: 0.2 * progress_remaining,
-        seed=seed, device="cpu", verbose=0,
-    )  # fmt: skip
-    callback = StopWhenSolved()
-    model.learn(total_timesteps=total_timesteps, callback=callback)
-    return clock.run(model.num_timesteps, callback.solved)
-
-
-def _cell(run: Run) -> str:
-    return f"{run.wall_seconds:6.2f} {run.cpu_seconds:6.2f} {run.env_steps:7,d}{'' if run.solved else ' NOT SOLVED'}"
+    return _race.run_sb3(make_model, is_solved, eval_every, total_timesteps)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -156,25 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     run_ppo_lab(0, PPOConfig.fast_cartpole(seed=0, total_timesteps=8192))
     run_sb3(0, args.sb3_eval_every, total_timesteps=2048)
 
-    print("seconds to a deterministic evaluation mean >= 475 (wall, CPU of this process) and env steps used")
-    print(f"{'seed':>4} | {'ppo_lab: wall    CPU   steps':>28} | {'SB3 RL-Zoo: wall    CPU   steps':>31} | SB3/ppo_lab wall")
-    ours, theirs = [], []
-    for seed in args.seeds:
-        ours.append(run_ppo_lab(seed))
-        theirs.append(run_sb3(seed, args.sb3_eval_every))
-        ratio = theirs[-1].wall_seconds / ours[-1].wall_seconds
-        print(f"{seed:>4} | {_cell(ours[-1]):>28} | {_cell(theirs[-1]):>31} | {ratio:5.1f}x", flush=True)
-
-    def median(runs: list[Run], field: str) -> float:
-        return statistics.median(getattr(run, field) for run in runs)
-
-    for field in ("wall_seconds", "cpu_seconds"):
-        print(
-            f"median {field.replace('_', ' ')}: ppo_lab {median(ours, field):.2f}, SB3 {median(theirs, field):.2f} "
-            f"-> ppo_lab takes {median(ours, field) / median(theirs, field):.2f} of SB3's time"
-        )
-    per_seed = statistics.median(b.wall_seconds / a.wall_seconds for a, b in zip(ours, theirs))
-    print(f"median of the per-seed wall-time speed-ups: {per_seed:.1f}x")
+    _race.compare(args.seeds, run_ppo_lab, lambda seed: run_sb3(seed, args.sb3_eval_every),
+                  goal=f"a deterministic evaluation mean >= {SOLVED_RETURN:.0f}")
 
 
 if __name__ == "__main__":

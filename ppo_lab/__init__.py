@@ -1,10 +1,12 @@
 """ppo_lab: reference implementations, environments and tools for the PPO course.
 
 Every exercise of the course has its reference version here (see ../shared/EXERCISE_API.md),
-next to the tools the chapters use: ``BatchedCartPole``, the PPO and TRPO trainers, ``evaluate``.
+next to the tools the chapters use: ``BatchedCartPole``, ``BatchedPendulum``, the PPO and TRPO
+trainers, ``evaluate``.
 """
-from .agent import ActorCritic
-from .envs import BatchedCartPole
+from .agent import ActorCritic, GaussianActorCritic
+from .continuous import gaussian_entropy, gaussian_log_prob, update_running_moments
+from .envs import BatchedCartPole, BatchedPendulum
 from .gae import compute_gae
 from .pg import pg_loss, reward_to_go
 from .ppo import (
@@ -24,6 +26,8 @@ from .trpo_train import TRPOConfig, train_trpo
 __all__ = [
     "ActorCritic",
     "BatchedCartPole",
+    "BatchedPendulum",
+    "GaussianActorCritic",
     "PPOConfig",
     "TRPOConfig",
     "adaptive_beta",
@@ -33,6 +37,8 @@ __all__ = [
     "compute_gae",
     "conjugate_gradient",
     "evaluate",
+    "gaussian_entropy",
+    "gaussian_log_prob",
     "get_lr",
     "kl_penalized_rewards",
     "pg_loss",
@@ -44,4 +50,5 @@ __all__ = [
     "reward_to_go",
     "train_ppo",
     "train_trpo",
+    "update_running_moments",
 ]
