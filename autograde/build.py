@@ -28,7 +28,7 @@ DELEGATE_IMPORT = "from ppo_lab.checks.student import student_answer as _student
 
 
 def references(check_ids: set[str]) -> dict[str, set[str]]:
-    """module name (``ppo_lab.gae``) -> names of the graded references defined there."""
+    """module name (``ppo_lab.exercises.gae``) -> names of the graded references defined there."""
     from ppo_lab.checks import get
 
     found: dict[str, set[str]] = {}

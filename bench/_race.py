@@ -12,8 +12,8 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from ppo_lab.rollout import env_and_agent
-from ppo_lab.train import PPOConfig, train_ppo
+from ppo_lab.algos.rollout import env_and_agent
+from ppo_lab.algos.ppo import PPOConfig, train_ppo
 
 
 class Run(NamedTuple):

@@ -29,8 +29,9 @@ import torch
 
 from bench import _race
 from bench._race import Run
-from ppo_lab.envs import MAX_EPISODE_STEPS, BatchedCartPole
-from ppo_lab.train import PPOConfig
+from ppo_lab.envs import BatchedCartPole
+from ppo_lab.envs.cartpole import MAX_EPISODE_STEPS
+from ppo_lab.algos.ppo import PPOConfig
 
 SOLVED_RETURN = 475.0
 EVAL_EPISODES = 20

@@ -35,8 +35,9 @@ import torch
 
 from bench import _race
 from bench._race import Run
-from ppo_lab.envs import PENDULUM_MAX_EPISODE_STEPS, BatchedPendulum
-from ppo_lab.train import PPOConfig
+from ppo_lab.envs import BatchedPendulum
+from ppo_lab.envs.pendulum import PENDULUM_MAX_EPISODE_STEPS
+from ppo_lab.algos.ppo import PPOConfig
 
 SOLVED_RETURN = -200.0
 EVAL_EPISODES = 20

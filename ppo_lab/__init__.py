@@ -4,24 +4,17 @@ Every exercise of the course has its reference version here (see ../shared/EXERC
 next to the tools the chapters use: ``BatchedCartPole``, ``BatchedPendulum``, the PPO and TRPO
 trainers, ``evaluate``.
 """
-from .agent import ActorCritic, GaussianActorCritic
-from .continuous import gaussian_entropy, gaussian_log_prob, update_running_moments
+from .models.actor_critic import ActorCritic, GaussianActorCritic
+from .exercises.continuous import gaussian_entropy, gaussian_log_prob, update_running_moments
 from .envs import BatchedCartPole, BatchedPendulum
-from .gae import compute_gae
-from .pg import pg_loss, reward_to_go
-from .ppo import (
-    adaptive_beta,
-    adaptive_epsilon,
-    clip_active_mask,
-    get_lr,
-    ppo_clip_objective,
-    ppo_kl_objective,
-    ppo_objective_with_diagnostics,
-)
-from .rlhf import kl_penalized_rewards, preference_loss
-from .train import PPOConfig, evaluate, train_ppo
-from .trpo import categorical_kl, conjugate_gradient, probability_ratio
-from .trpo_train import TRPOConfig, train_trpo
+from .exercises.gae import compute_gae
+from .exercises.pg import pg_loss, reward_to_go
+from .exercises.ppo_clip import clip_active_mask, ppo_clip_objective, ppo_objective_with_diagnostics
+from .exercises.ppo_in_practice import adaptive_beta, adaptive_epsilon, get_lr, ppo_kl_objective
+from .exercises.rlhf import kl_penalized_rewards, preference_loss
+from .algos.ppo import PPOConfig, evaluate, train_ppo
+from .exercises.trpo import categorical_kl, conjugate_gradient, probability_ratio
+from .algos.trpo import TRPOConfig, train_trpo
 
 __all__ = [
     "ActorCritic",

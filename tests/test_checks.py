@@ -41,9 +41,9 @@ def test_hidden_failures_do_not_reveal_values():
 
 @pytest.mark.parametrize("alias", [
     lambda: ppo_lab.pg_loss,
-    lambda: ppo_lab.pg.pg_loss,
+    lambda: ppo_lab.exercises.pg.pg_loss,
     lambda: (lambda log_probs, advantages: getattr(__import__("ppo_" + "lab"), "pg_" + "loss")(log_probs, advantages)),
-    lambda: importlib.reload(importlib.import_module("ppo_lab.pg")).pg_loss,
+    lambda: importlib.reload(importlib.import_module("ppo_lab.exercises.pg")).pg_loss,
 ])
 def test_using_the_reference_earns_nothing_however_it_is_reached(alias):
     answer = alias()
@@ -157,7 +157,7 @@ def test_answer_or_reference_says_which_one_runs(capsys):
     assert answer_or_reference(right_pg_loss, "test_pg_loss") is right_pg_loss
     assert answer_or_reference(lambda log_probs, advantages: 0, "test_pg_loss") is ppo_lab.pg_loss
     out = capsys.readouterr().out
-    assert "Using your pg_loss" in out and "uses ppo_lab.pg.pg_loss instead" in out
+    assert "Using your pg_loss" in out and "uses ppo_lab.exercises.pg.pg_loss instead" in out
 
 
 def test_unknown_check_is_a_clear_error():

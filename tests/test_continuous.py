@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch.distributions import Normal
 
-from ppo_lab.agent import ActorCritic, GaussianActorCritic, ObsNormalizer
-from ppo_lab.continuous import gaussian_entropy, gaussian_log_prob, update_running_moments
+from ppo_lab.models.actor_critic import ActorCritic, GaussianActorCritic, ObsNormalizer
+from ppo_lab.exercises.continuous import gaussian_entropy, gaussian_log_prob, update_running_moments
 from ppo_lab.envs import BatchedPendulum
-from ppo_lab.rollout import RewardScaler, RolloutCollector, agent_for, env_and_agent
-from ppo_lab.train import PPOConfig, evaluate, train_ppo
+from ppo_lab.algos.rollout import RewardScaler, RolloutCollector, agent_for, env_and_agent
+from ppo_lab.algos.ppo import PPOConfig, evaluate, train_ppo
 
 
 @pytest.fixture(autouse=True)

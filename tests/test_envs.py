@@ -5,7 +5,8 @@ import pytest
 import torch
 from gymnasium.vector import AutoresetMode
 
-from ppo_lab.envs import MAX_EPISODE_STEPS, BatchedCartPole
+from ppo_lab.envs import BatchedCartPole
+from ppo_lab.envs.cartpole import MAX_EPISODE_STEPS
 
 
 def _copy_state_in(batched: BatchedCartPole, i: int, env: gym.Env) -> None:

@@ -5,7 +5,8 @@ import pytest
 import torch
 from gymnasium.vector import AutoresetMode
 
-from ppo_lab.envs import MAX_TORQUE, PENDULUM_MAX_EPISODE_STEPS, BatchedPendulum, make_env
+from ppo_lab.envs import BatchedPendulum, make_env
+from ppo_lab.envs.pendulum import MAX_TORQUE, PENDULUM_MAX_EPISODE_STEPS
 
 
 def _copy_state_in(batched: BatchedPendulum, i: int, env: gym.Env) -> None:

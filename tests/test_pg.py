@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from ppo_lab.checks import get, verify
 from ppo_lab.checks.student import run_answer
-from ppo_lab.pg import pg_loss, reward_to_go
+from ppo_lab.exercises.pg import pg_loss, reward_to_go
 
 
 def graded(answer, hidden, seed=7, grade_id="test_pg_loss"):
@@ -89,9 +89,9 @@ def test_the_shipped_cartpole_policy_is_worth_destroying():
     """Chapter 1 starts from ppo_lab/data/cartpole_policy.pt: it must load and really balance the pole."""
     from importlib.resources import files
 
-    from ppo_lab.agent import ActorCritic
+    from ppo_lab.models.actor_critic import ActorCritic
     from ppo_lab.data.make_cartpole_policy import REQUIRED_RETURN, SETTINGS
-    from ppo_lab.train import evaluate
+    from ppo_lab.algos.ppo import evaluate
 
     saved = torch.load(files("ppo_lab") / "data" / "cartpole_policy.pt", weights_only=True)
     assert saved["settings"] == SETTINGS

@@ -1,4 +1,4 @@
-"""Chapters 3 and 4: the reference functions of ppo_lab/ppo.py, and the exercise checks built on them.
+"""Chapters 3 and 4: the reference functions of ppo_lab/exercises/ppo_clip.py and ppo_in_practice.py, and the exercise checks built on them.
 
 Reference tests use hand-computed cases and properties (hypothesis), never the function's own code
 re-run. Check tests take the solutions from the chapter's source notebook (what the autograder
@@ -29,7 +29,7 @@ from ppo_lab.checks.registry import visible_seed
 from ppo_lab.checks.student import run_answer
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAPTERS = ("03_ppo_clip", "04_ppo_in_practice")  # ppo_lab/ppo.py serves both
+CHAPTERS = ("03_ppo_clip", "04_ppo_in_practice")  # one check module serves both
 SOURCES = [ROOT / "solutions" / c / f"{c}.ipynb" for c in CHAPTERS]
 RELEASES = [ROOT / "notebooks" / c / f"{c}.ipynb" for c in CHAPTERS]
 CHAPTER_CHECKS = [

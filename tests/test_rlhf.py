@@ -11,11 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ppo_lab import _human_rater, kl_penalized_rewards, preference_loss, tiny_lm
+from ppo_lab import kl_penalized_rewards, preference_loss
+from ppo_lab.envs import human_rater
+from ppo_lab.models import tiny_lm
 from ppo_lab.checks import get, verify
 from ppo_lab.checks.student import run_answer
 from ppo_lab.checks.rlhf import PREFERENCE_MISTAKES, REWARD_MISTAKES
-from ppo_lab.rlhf_train import (
+from ppo_lab.algos.rlhf import (
     RewardModel,
     RLHFConfig,
     evaluate_policy,
@@ -156,7 +158,7 @@ def test_corpus_reviews_are_well_formed_and_the_vocabulary_is_small():
     reviews = tiny_lm.generate_corpus(500, seed=3)
     assert 150 <= len(vocab) <= 400
     for words in reviews:
-        assert _human_rater.is_well_formed(words, finished=True), words
+        assert human_rater.is_well_formed(words, finished=True), words
         assert vocab.decode(vocab.encode(words)) == " ".join(words)
     assert tiny_lm.generate_corpus(20, seed=3) == reviews[:20]  # reproducible
 
@@ -219,7 +221,7 @@ def test_training_script_trains_a_model_of_the_shipped_quality(tmp_path):
 # --- the hidden rater --------------------------------------------------------------------------
 
 def test_hidden_rule_prefers_positive_fluent_non_repetitive_finished_reviews():
-    score = _human_rater.score_words
+    score = human_rater.score_words
     positive = score("the plot was great and the cast felt superb .".split(), True)
     negative = score("the plot was dull and the cast felt awful .".split(), True)
     repeated = score("the plot was great and the cast felt great .".split(), True)

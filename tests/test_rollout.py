@@ -7,9 +7,9 @@ import gymnasium
 import pytest
 import torch
 
-from ppo_lab.agent import ActorCritic
+from ppo_lab.models.actor_critic import ActorCritic
 from ppo_lab.envs import BatchedCartPole
-from ppo_lab.rollout import RolloutCollector
+from ppo_lab.algos.rollout import RolloutCollector
 
 
 def test_shapes_and_episode_bookkeeping():

@@ -66,8 +66,8 @@ def test_the_box_holds_the_system_python_the_build_and_itself_only(tmp_path):
                    for source, _, _ in binds if source != str(package)), binds
 
 
-@pytest.mark.parametrize("check_id, module, name", [("test_pg_loss", "pg.py", "pg_loss"),
-                                                    ("test_compute_gae_dones", "gae.py", "compute_gae")])
+@pytest.mark.parametrize("check_id, module, name", [("test_pg_loss", "exercises/pg.py", "pg_loss"),
+                                                    ("test_compute_gae_dones", "exercises/gae.py", "compute_gae")])
 def test_the_build_has_no_reference_registry_or_mistakes(tmp_path, check_id, module, name):
     package = build.build(tmp_path, {check_id})
     source = (package / module).read_text()

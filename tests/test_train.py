@@ -7,12 +7,12 @@ import pytest
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-import ppo_lab.train as train_module
-from ppo_lab.agent import ActorCritic
+import ppo_lab.algos.ppo as train_module
+from ppo_lab.models.actor_critic import ActorCritic
 from ppo_lab.envs import BatchedCartPole
-from ppo_lab.ppo import get_lr
-from ppo_lab.train import PPOConfig, evaluate, train_ppo
-from ppo_lab.trpo import categorical_kl
+from ppo_lab.exercises.ppo_in_practice import get_lr
+from ppo_lab.algos.ppo import PPOConfig, evaluate, train_ppo
+from ppo_lab.exercises.trpo import categorical_kl
 
 HISTORY_KEYS = {
     "update", "global_step", "learning_rate", "policy_loss", "value_loss", "entropy", "clip_fraction",
@@ -56,7 +56,7 @@ def tiny_config(**changes):
 
 
 class Spy:
-    """Wraps a function of ppo_lab.train and records the arguments of every call."""
+    """Wraps a function of ppo_lab.algos.ppo and records the arguments of every call."""
 
     def __init__(self, monkeypatch, name):
         self.calls, self.function = [], getattr(train_module, name)

@@ -9,13 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.distributions import Categorical, kl_divergence
 
-from ppo_lab.agent import ActorCritic
+from ppo_lab.models.actor_critic import ActorCritic
 from ppo_lab.checks import get, verify
 from ppo_lab.checks.student import run_answer
 from ppo_lab.envs import BatchedCartPole
-from ppo_lab.rollout import RolloutCollector
-from ppo_lab.trpo import categorical_kl, conjugate_gradient, probability_ratio
-from ppo_lab.trpo_train import TRPOConfig, fisher_vector_product, train_trpo, trpo_policy_step
+from ppo_lab.algos.rollout import RolloutCollector
+from ppo_lab.exercises.trpo import categorical_kl, conjugate_gradient, probability_ratio
+from ppo_lab.algos.trpo import TRPOConfig, fisher_vector_product, train_trpo, trpo_policy_step
 
 
 def graded(grade_id, answer, hidden, seed=7):

@@ -1,10 +1,11 @@
-"""The chain MDP of ppo_lab.gae_lab and the lambda explorer drawn from it (no browser needed)."""
+"""The chain MDP of ppo_lab.experiments.gae and the lambda explorer drawn from it (no browser needed)."""
 import matplotlib
 import pytest
 import torch
 
-from ppo_lab import compute_gae, gae_lab
-from ppo_lab.gae_lab import ChainMDP
+from ppo_lab import compute_gae
+from ppo_lab.experiments import gae as gae_lab
+from ppo_lab.experiments.gae import ChainMDP
 from ppo_lab.widgets.lambda_explorer import LambdaExplorer, explorer_view
 
 MDP = ChainMDP()

@@ -12,7 +12,7 @@ from functools import partial
 
 import torch
 
-from .. import gae
+from ..exercises import gae
 from . import runners
 from .inputs import normal
 from .protocol import Case

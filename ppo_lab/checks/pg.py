@@ -4,7 +4,7 @@ from functools import partial
 
 import torch
 
-from .. import pg
+from ..exercises import pg
 from . import runners
 from .inputs import log_probs, normal
 from .protocol import Case

@@ -1,6 +1,6 @@
 """Checks for the contract functions of chapters 3 (PPO-Clip, its diagnostics) and 4 (PPO-KL, the schedules).
 
-Each is judged against ``ppo_lab.ppo``; ``ppo_derivations.py`` holds the chapter's extra exercises.
+Each is judged against ``ppo_lab.exercises.ppo_clip`` and ``ppo_lab.exercises.ppo_in_practice``; ``ppo_derivations.py`` holds the chapter's extra exercises.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from functools import partial
 
 import torch
 
-from .. import ppo
+from ..exercises import ppo_clip, ppo_in_practice
 from . import runners
 from .inputs import log_probs, normal
 from .protocol import Case
@@ -77,7 +77,7 @@ def _clip_loss(combine=torch.min, clip_what="ratio", sign=-1.0, reduce=torch.mea
 register(Check(
     grade_id="test_ppo_clip_objective",
     make_cases=_ratio_advantage_cases,
-    reference=ppo.ppo_clip_objective,
+    reference=ppo_clip.ppo_clip_objective,
     run=partial(runners.value_and_grads, wrt=("ratio",)),
     mistakes=(
         Mistake("max_instead_of_min", "looks like max instead of min: PPO takes the pessimistic (smaller) term",
@@ -112,7 +112,7 @@ def _mask_cases(generator: torch.Generator, hidden: bool) -> list[Case]:
 register(Check(
     grade_id="test_clip_active_mask",
     make_cases=_mask_cases,
-    reference=ppo.clip_active_mask,
+    reference=ppo_clip.clip_active_mask,
     mistakes=(
         Mistake("clip_fraction_definition",
                 "looks like |ratio - 1| > epsilon (the clip_fraction rule): a ratio outside the range on the "
@@ -190,7 +190,7 @@ def _diagnostics(*, ratio_from="log", detach_old=True, kl="k3", clip_fraction="o
 register(Check(
     grade_id="test_ppo_objective_with_diagnostics",
     make_cases=_diagnostic_cases,
-    reference=ppo.ppo_objective_with_diagnostics,
+    reference=ppo_clip.ppo_objective_with_diagnostics,
     run=runners.diagnostics,
     mistakes=(
         Mistake("ratio_from_probabilities",
@@ -257,7 +257,7 @@ def _kl_loss(*, direction="old_new", penalty_sign=1.0, sign=-1.0, detach_old=Tru
 register(Check(
     grade_id="test_ppo_kl_objective",
     make_cases=_kl_cases,
-    reference=ppo.ppo_kl_objective,
+    reference=ppo_in_practice.ppo_kl_objective,
     run=partial(runners.value_and_grads, wrt=("ratio", "new_logits", "old_logits")),
     mistakes=(
         Mistake("kl_wrong_direction", "looks like KL(new || old): the penalty is KL(old || new), the expectation "
@@ -288,7 +288,7 @@ def _beta_cases(generator: torch.Generator, hidden: bool) -> list[Case]:
 register(Check(
     grade_id="test_adaptive_beta",
     make_cases=_beta_cases,
-    reference=ppo.adaptive_beta,
+    reference=ppo_in_practice.adaptive_beta,
     mistakes=(
         Mistake("reversed", "looks reversed: a KL below target means the penalty is too STRONG, so beta halves",
                 lambda beta, kl, target_kl=0.01: beta * 2 if kl < target_kl / 1.5 else
@@ -322,7 +322,7 @@ def _schedule_cases(generator: torch.Generator, hidden: bool, *, extra: dict) ->
 register(Check(
     grade_id="test_adaptive_epsilon",
     make_cases=lambda generator, hidden: _schedule_cases(generator, hidden, extra={"start": 0.4, "end": 0.05}),
-    reference=ppo.adaptive_epsilon,
+    reference=ppo_in_practice.adaptive_epsilon,
     mistakes=(
         Mistake("reversed", "looks reversed: epsilon starts at `start` (update 0) and ends at `end`",
                 lambda update, total_updates, start=0.3, end=0.1: end + (start - end) * update / total_updates),
@@ -337,7 +337,7 @@ register(Check(
 register(Check(
     grade_id="test_get_lr",
     make_cases=lambda generator, hidden: _schedule_cases(generator, hidden, extra={"initial_lr": 2.5e-3}),
-    reference=ppo.get_lr,
+    reference=ppo_in_practice.get_lr,
     run=partial(runners.scaled, factor=1e4),  # lrs are ~1e-4: compare on a readable scale
     mistakes=(
         Mistake("rising", "looks like the lr grows with update: it should fall from initial_lr to 0",

@@ -9,8 +9,8 @@ import math
 
 import torch
 
-from .. import ppo
-from ..pg import pg_loss
+from ..exercises.ppo_clip import ppo_clip_objective
+from ..exercises.pg import pg_loss
 from .inputs import normal
 from .judge import compare
 from .ppo import _ratio_advantage_cases
@@ -38,7 +38,7 @@ def gradients_at_ratio_one(logits, actions, advantages, epsilon=0.2):
     # Old log-probs = new ones, detached: the ratio is exactly 1 but still depends on logits.
     ratio = torch.exp(log_probs - log_probs.detach())
     # retain_graph: both losses share the graph up to log_probs.
-    (ppo_grad,) = torch.autograd.grad(ppo.ppo_clip_objective(ratio, advantages, epsilon), logits, retain_graph=True)
+    (ppo_grad,) = torch.autograd.grad(ppo_clip_objective(ratio, advantages, epsilon), logits, retain_graph=True)
     (pg_grad,) = torch.autograd.grad(pg_loss(log_probs, advantages), logits)
     return ppo_grad, pg_grad
 
@@ -71,7 +71,7 @@ def _ratio_one_with(ratio_fn=None, pg_from="log"):
         logits = logits.detach().clone().requires_grad_(True)
         log_probs = torch.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
         ratio = ratio_fn(log_probs)
-        ppo_loss = ppo.ppo_clip_objective(ratio, advantages, epsilon)
+        ppo_loss = ppo_clip_objective(ratio, advantages, epsilon)
         ppo_grad = (torch.autograd.grad(ppo_loss, logits, retain_graph=True)[0] if ppo_loss.requires_grad
                     else torch.zeros_like(logits))
         pg_input = log_probs if pg_from == "log" else log_probs.exp()
@@ -198,7 +198,7 @@ def lr_sweep(learning_rates, config, train):
 
 
 def _sweep_cases(generator: torch.Generator, hidden: bool) -> list[Case]:
-    from ..train import PPOConfig, train_ppo  # the trainer pulls in gymnasium; only the sweep needs it
+    from ..algos.ppo import PPOConfig, train_ppo  # the trainer pulls in gymnasium; only the sweep needs it
 
     seed = int(torch.randint(0, 10_000, (1,), generator=generator)) if hidden else 1
     # Spelled out rather than derived from fast_cartpole(), so that retuning that does not change this test.

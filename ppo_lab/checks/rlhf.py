@@ -12,7 +12,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from .. import rlhf
+from ..exercises import rlhf
 from . import runners
 from .inputs import log_probs, normal
 from .protocol import Case

@@ -5,7 +5,7 @@ from functools import partial
 
 import torch
 
-from .. import trpo
+from ..exercises import trpo
 from . import runners
 from .inputs import log_probs, normal
 from .judge import compare

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ppo_lab.train import PPOConfig, evaluate, train_ppo
+from ppo_lab.algos.ppo import PPOConfig, evaluate, train_ppo
 
 OUTPUT = Path(__file__).with_name("cartpole_policy.pt")
 # 128 carts x 32 steps per update, 4 epochs of 4 minibatches: a plain PPO setting that solves CartPole in 200k steps.

@@ -21,7 +21,7 @@ import ipywidgets as widgets
 import numpy as np
 from matplotlib.patches import Rectangle
 
-from .. import _validate
+from .. import validate
 from ..style import COLORS, ZERO_GRAD_ALPHA
 from ._blit import BlitDrawer, explorer_figure
 
@@ -64,8 +64,8 @@ def objective_view(epsilon: float, advantage: float, ratio: np.ndarray | None = 
         advantage: the sample's advantage A (any sign).
         ratio: ``[R]`` grid of ratios (default: 401 points over RATIO_LIMITS).
     """
-    epsilon = _validate.in_open_interval("epsilon", epsilon, 0.0, 1.0)
-    advantage = _validate.number("advantage", advantage)
+    epsilon = validate.in_open_interval("epsilon", epsilon, 0.0, 1.0)
+    advantage = validate.number("advantage", advantage)
     ratio = np.linspace(*RATIO_LIMITS, 401) if ratio is None else np.asarray(ratio, dtype=float)
     unclipped = ratio * advantage
     clipped = np.clip(ratio, 1 - epsilon, 1 + epsilon) * advantage
@@ -81,7 +81,7 @@ def objective_view(epsilon: float, advantage: float, ratio: np.ndarray | None = 
 
 def sample_ratios(spread: float, size: int = 4000, seed: int = 0) -> np.ndarray:
     """``[size]`` ratios with log r ~ Normal(0, spread): a policy that moved by about ``spread``."""
-    spread = _validate.non_negative("spread", spread)
+    spread = validate.non_negative("spread", spread)
     standard = np.random.default_rng(seed).standard_normal(size)  # same draws for every spread
     return np.exp(spread * standard)
 
@@ -94,11 +94,11 @@ def batch_view(epsilon: float, ratios: np.ndarray, advantage_sign: float = 1.0) 
     there is no gradient to remove). Each sample falls in one of three classes, histogrammed
     separately: in range, outside with its gradient removed, outside with its gradient kept.
     """
-    epsilon = _validate.in_open_interval("epsilon", epsilon, 0.0, 1.0)
+    epsilon = validate.in_open_interval("epsilon", epsilon, 0.0, 1.0)
     ratios = np.asarray(ratios, dtype=float)
     if ratios.ndim != 1 or ratios.size == 0 or not np.isfinite(ratios).all() or (ratios <= 0).any():
         raise ValueError(f"ratios must be a non-empty 1-D array of finite positive numbers, got {ratios!r:.80}")
-    sign = np.sign(_validate.number("advantage_sign", advantage_sign))
+    sign = np.sign(validate.number("advantage_sign", advantage_sign))
     outside = np.abs(ratios - 1) > epsilon
     if sign > 0:
         removed = ratios > 1 + epsilon

@@ -1,7 +1,7 @@
 """The lambda explorer: how GAE's lambda trades bias for variance, on a chain with known truth.
 
 Two sliders (lambda, gamma) drive one ipympl figure:
-  left:  one episode of the chain (ppo_lab.gae_lab) -- the GAE estimate A_hat_t next to its
+  left:  one episode of the chain (ppo_lab.experiments.gae) -- the GAE estimate A_hat_t next to its
          target Q(s_t, a_t) - V_hat(s_t), computed with a deliberately imperfect critic;
   right: exact bias^2, variance and their sum over all visited (s, a) as a function of lambda,
          with the current lambda marked.
@@ -18,7 +18,7 @@ from functools import lru_cache
 import ipywidgets as widgets
 import torch
 
-from .. import gae_lab
+from ..experiments import gae as gae_lab
 from ..style import COLORS
 from ._blit import BlitDrawer, explorer_figure
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import _validate
-from .gae import compute_gae
+from .. import validate
+from ..exercises.gae import compute_gae
 
 LEFT, RIGHT = 0, 1
 TERMINAL = -1  # state index used for padding after an episode ended
@@ -49,13 +49,13 @@ class ChainMDP:
     critic_offset: float = 0.3
 
     def __post_init__(self):
-        _validate.positive_int("num_states", self.num_states)
+        validate.positive_int("num_states", self.num_states)
         if self.num_states < 2:
             raise ValueError(f"num_states must be >= 2, got {self.num_states}")
-        _validate.in_open_interval("p_right", self.p_right, 0.0, 1.0)
-        _validate.non_negative("reward_noise", self.reward_noise)
-        _validate.number("critic_scale", self.critic_scale)
-        _validate.number("critic_offset", self.critic_offset)
+        validate.in_open_interval("p_right", self.p_right, 0.0, 1.0)
+        validate.non_negative("reward_noise", self.reward_noise)
+        validate.number("critic_scale", self.critic_scale)
+        validate.number("critic_offset", self.critic_offset)
 
     @property
     def start(self) -> int:
@@ -100,7 +100,7 @@ def _solve(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
 
 
 def _gamma(gamma) -> float:
-    return _validate.in_closed_interval("gamma", gamma, 0.0, 1.0)
+    return validate.in_closed_interval("gamma", gamma, 0.0, 1.0)
 
 
 def _policy_matrix(mdp: ChainMDP) -> torch.Tensor:
@@ -212,7 +212,7 @@ def sample_episodes(mdp: ChainMDP, num_episodes: int, seed: int = 0) -> dict[str
         ``dones`` (float32, 1 at the last step of an episode and at every padding step, so GAE
         never carries anything across). The columns are independent episodes.
     """
-    _validate.positive_int("num_episodes", num_episodes)
+    validate.positive_int("num_episodes", num_episodes)
     generator = torch.Generator().manual_seed(seed)
     following, reward = mdp._next_state(), mdp._mean_reward()
     state = torch.full((num_episodes,), mdp.start, dtype=torch.int64)
@@ -270,7 +270,7 @@ def effective_horizon(gamma: float, gae_lambda: float) -> float:
 
     The weights (gamma*lambda)^k on delta_{t+k} sum to exactly this; ``inf`` when gamma*lambda = 1.
     """
-    decay = _gamma(gamma) * _validate.in_closed_interval("gae_lambda", gae_lambda, 0.0, 1.0)
+    decay = _gamma(gamma) * validate.in_closed_interval("gae_lambda", gae_lambda, 0.0, 1.0)
     return float("inf") if decay == 1.0 else 1.0 / (1.0 - decay)
 
 

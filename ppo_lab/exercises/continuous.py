@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from . import _validate
+from .. import validate
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -30,10 +30,10 @@ def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.
     Returns:
         ``[B]`` log pi(a|s).
     """
-    _validate.tensor("mean", mean, ndim=(2,))
-    _validate.tensor("log_std", log_std, ndim=(1, 2))
-    _validate.tensor("actions", actions, ndim=(2,))
-    _validate.same_shape(mean=mean, actions=actions)
+    validate.tensor("mean", mean, ndim=(2,))
+    validate.tensor("log_std", log_std, ndim=(1, 2))
+    validate.tensor("actions", actions, ndim=(2,))
+    validate.same_shape(mean=mean, actions=actions)
     if log_std.shape not in (mean.shape[1:], mean.shape):
         raise ValueError(
             f"log_std must have shape [D] = {list(mean.shape[1:])} or [B, D] = {list(mean.shape)} "
@@ -55,7 +55,7 @@ def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[]`` for ``[D]``, ``[B]`` for ``[B, D]``, in nats.
     """
-    _validate.tensor("log_std", log_std, ndim=(1, 2))
+    validate.tensor("log_std", log_std, ndim=(1, 2))
     return (0.5 + _LOG_SQRT_2PI + log_std).sum(dim=-1)
 
 
@@ -81,17 +81,17 @@ def update_running_moments(
     Returns:
         ``(new_mean, new_var, count + B)``: new tensors (the inputs are not modified), and a float.
     """
-    _validate.tensor("batch", batch)
+    validate.tensor("batch", batch)
     if batch.dim() == 0:
         raise ValueError("batch must be [B, ...] (samples along the first dimension), got a 0-dim tensor")
-    _validate.tensor("mean", mean)
-    _validate.tensor("var", var)
-    count = _validate.non_negative("count", count)
+    validate.tensor("mean", mean)
+    validate.tensor("var", var)
+    count = validate.non_negative("count", count)
     if mean.shape != batch.shape[1:]:
         raise ValueError(
             f"mean must have the shape of one sample, batch.shape[1:] = {list(batch.shape[1:])}, got {list(mean.shape)}"
         )
-    _validate.same_shape(mean=mean, var=var)
+    validate.same_shape(mean=mean, var=var)
     if (var < 0).any():
         raise ValueError(f"var must be >= 0 (a variance), got min {var.min().item():.3g}")
     batch_count = batch.shape[0]

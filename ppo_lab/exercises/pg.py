@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _validate
+from .. import validate
 
 
 def pg_loss(log_probs: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
@@ -17,9 +17,9 @@ def pg_loss(log_probs: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
     Returns:
         0-dim loss. Its gradient is the policy-gradient estimate, negated.
     """
-    _validate.tensor("log_probs", log_probs, ndim=(1, 2))
-    _validate.tensor("advantages", advantages, ndim=(1, 2))
-    _validate.same_shape(log_probs=log_probs, advantages=advantages)
+    validate.tensor("log_probs", log_probs, ndim=(1, 2))
+    validate.tensor("advantages", advantages, ndim=(1, 2))
+    validate.same_shape(log_probs=log_probs, advantages=advantages)
     return -(log_probs * advantages.detach()).mean()
 
 
@@ -41,14 +41,14 @@ def reward_to_go(rewards: torch.Tensor, dones: torch.Tensor, gamma: float = 0.99
     Returns:
         ``[T]`` or ``[T, N]`` rewards-to-go, shaped like ``rewards``, with no gradient attached.
     """
-    _validate.tensor("rewards", rewards, ndim=(1, 2))
+    validate.tensor("rewards", rewards, ndim=(1, 2))
     if not isinstance(dones, torch.Tensor):
         raise ValueError(f"dones must be a torch.Tensor, got {type(dones).__name__}")
-    _validate.same_shape(rewards=rewards, dones=dones)
+    validate.same_shape(rewards=rewards, dones=dones)
     dones = dones.detach().to(rewards.dtype)
     if not ((dones == 0) | (dones == 1)).all():
         raise ValueError("dones must contain only 0 and 1 (1 = the episode ended with this step)")
-    gamma = _validate.in_closed_interval("gamma", gamma, 0.0, 1.0)
+    gamma = validate.in_closed_interval("gamma", gamma, 0.0, 1.0)
 
     rewards = rewards.detach()
     returns = torch.zeros_like(rewards)

@@ -1,6 +1,6 @@
 """Chapter 8: the RLHF pipeline around the tiny language model.
 
-1. ``human_scores``: the hidden "human" rule (``_human_rater``) judges reviews. The notebook
+1. ``human_scores``: the hidden "human" rule (``ppo_lab.envs.human_rater``) judges reviews. The notebook
    uses it only the way one uses people: to label preference pairs and, at the end, to check
    what the policy really learned.
 2. ``make_preference_pairs``: two SFT samples per prompt; the one the rule likes better is
@@ -8,7 +8,8 @@
 3. ``RewardModel`` / ``train_reward_model``: a scalar head on a copy of the SFT transformer,
    fitted to the pairs with the Bradley-Terry loss; ``pair_accuracy`` on held-out pairs.
 4. ``rlhf_ppo``: PPO on the language model against the reward model, with the per-token KL
-   penalty towards the frozen SFT reference, GAE over tokens and the PPO-Clip loss.
+   penalty towards the frozen SFT reference, GAE over tokens and the PPO-Clip loss
+   (``ppo_clip_epochs``, which chapter 9's critic-free trainers share).
 
 Read ``rlhf_ppo`` top to bottom: every step of one RLHF iteration happens there, in order.
 Shapes: B sequences, P prompt tokens, L response tokens, T = P + L.
@@ -18,17 +19,18 @@ from __future__ import annotations
 import copy
 import textwrap
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from . import _human_rater
-from .gae import compute_gae
-from .ppo import ppo_objective_with_diagnostics
-from .rlhf import kl_penalized_rewards, preference_loss
-from .tiny_lm import Samples, TinyLM, Vocab, generate, response_logprobs, sample_prompts
+from ..envs import human_rater
+from .config import TrainerConfig, one_torch_thread
+from ..exercises.gae import compute_gae
+from ..exercises.ppo_clip import ppo_objective_with_diagnostics
+from ..exercises.rlhf import kl_penalized_rewards, preference_loss
+from ..models.tiny_lm import Samples, TinyLM, Vocab, generate, response_logprobs, sample_prompts
 
 PROMPT_SEED_PAIRS, PROMPT_SEED_RLHF, PROMPT_SEED_EVAL = 101, 202, 303
 MAX_NEW_TOKENS = 24
@@ -45,7 +47,7 @@ def human_scores(sequences: torch.Tensor, vocab: Vocab) -> torch.Tensor:
     out = []
     for seq in sequences:
         finished = bool((seq == vocab.eos).any())
-        out.append(_human_rater.score_words(vocab.decode(seq).split(), finished))
+        out.append(human_rater.score_words(vocab.decode(seq).split(), finished))
     return torch.tensor(out)
 
 
@@ -164,6 +166,7 @@ def pair_accuracy(reward_model: RewardModel, pairs: PreferencePairs) -> float:
     return (chosen > rejected).float().mean().item()
 
 
+@one_torch_thread
 def train_reward_model(sft_model: TinyLM, train_pairs: PreferencePairs, held_out: PreferencePairs,
                        loss_fn=preference_loss, epochs: int = 4, batch_size: int = 64, lr: float = 2e-3,
                        seed: int = 0, progress: bool = False) -> tuple[RewardModel, dict]:
@@ -210,32 +213,28 @@ def train_reward_model(sft_model: TinyLM, train_pairs: PreferencePairs, held_out
 
 
 @dataclass
-class RLHFConfig:
+class RLHFConfig(TrainerConfig):
+    """RLHF's hyperparameters; the names shared with ``PPOConfig`` mean the same there."""
+
     kl_coef: float = 0.1        # weight of the per-token penalty log pi(t) - log pi_ref(t) (k1: < 0 on some tokens)
-    iterations: int = 40        # rollout + update cycles
+    num_updates: int = 40       # rollout + update cycles
     batch_size: int = 64        # responses per rollout
-    ppo_epochs: int = 3         # passes over each rollout (PPO's sample reuse)
-    n_minibatches: int = 2
-    lr: float = 1e-3
-    epsilon: float = 0.2        # PPO clip range
+    num_epochs: int = 3         # passes over each rollout (PPO's sample reuse)
+    num_minibatches: int = 2
+    learning_rate: float = 1e-3
+    clip_epsilon: float = 0.2
     gamma: float = 1.0          # no discount: the response is short and the score comes at its end
     gae_lambda: float = 0.95
-    vf_coef: float = 0.1        # the value head shares the trunk: keep its pull on the LM small
+    value_coef: float = 0.1     # the value head shares the trunk: keep its pull on the LM small
     max_grad_norm: float = 1.0
     seed: int = 0
 
-
-@dataclass
-class RLHFHistory:
-    """One entry per iteration, measured on that iteration's rollout (before its update)."""
-
-    rm_score: list = field(default_factory=list)     # mean reward-model score
-    human_score: list = field(default_factory=list)  # mean hidden-rule score
-    kl: list = field(default_factory=list)           # mean sum_t (log pi - log pi_ref) per response (k1, nats)
-    clip_fraction: list = field(default_factory=list)
-    approx_kl: list = field(default_factory=list)    # pi_old -> pi_new, last epoch
-    length: list = field(default_factory=list)       # mean response length in tokens
-    seconds: float = 0.0
+    def __post_init__(self):
+        self.check(positive_ints=("num_updates", "batch_size", "num_epochs", "num_minibatches"),
+                   positive=("learning_rate", "max_grad_norm"), non_negative=("kl_coef", "value_coef"),
+                   fractions=("gamma", "gae_lambda"), open_fractions=("clip_epsilon",))
+        if self.batch_size < self.num_minibatches:
+            raise ValueError(f"num_minibatches={self.num_minibatches} is more than batch_size={self.batch_size} responses")
 
 
 def sequence_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -245,25 +244,71 @@ def sequence_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.
     return ((logprobs - ref_logprobs) * mask).sum(1)
 
 
+def ppo_clip_epochs(policy: TinyLM, optimizer: torch.optim.Optimizer, samples: Samples, old_logprobs: torch.Tensor,
+                    advantages: torch.Tensor, cfg: TrainerConfig, generator: torch.Generator,
+                    returns: torch.Tensor | None = None) -> tuple[list[float], float]:
+    """PPO-Clip on one rollout: ``cfg.num_epochs`` passes, each over ``cfg.num_minibatches``
+    minibatches of whole responses, chapter 3's clipped loss on the real tokens only.
+
+    ``old_logprobs``, ``advantages`` (and ``returns``): ``[B, L]``, read at ``samples.mask == 1``.
+    With ``returns`` the value head is fitted too (loss + ``cfg.value_coef`` * squared error);
+    without (GRPO, RLOO: no critic) only the policy loss is minimised. Uses ``cfg``'s
+    ``num_epochs``, ``num_minibatches``, ``clip_epsilon``, ``max_grad_norm`` (and ``value_coef``).
+
+    Returns every minibatch's clip fraction and the last minibatch's approx_kl (pi_old -> pi_new).
+    """
+    policy.train()
+    valid = samples.mask.bool()
+    clip_fractions, approx_kl = [], 0.0
+    for _ in range(cfg.num_epochs):
+        order = torch.randperm(len(valid), generator=generator)
+        for idx in order.chunk(cfg.num_minibatches):
+            new_logprobs, new_values = response_logprobs(policy, samples.prompts[idx], samples.responses[idx])
+            m = valid[idx]
+            diag = ppo_objective_with_diagnostics(old_logprobs[idx][m], new_logprobs[m],
+                                                  advantages[idx][m], cfg.clip_epsilon)
+            loss = diag["loss"]
+            if returns is not None:
+                value_loss = ((new_values[m] - returns[idx][m]) ** 2).mean()
+                loss = loss + cfg.value_coef * value_loss
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            clip_fractions.append(diag["clip_fraction"])
+            approx_kl = diag["approx_kl"]
+    return clip_fractions, approx_kl
+
+
+@one_torch_thread
 def rlhf_ppo(policy: TinyLM, reference: TinyLM, reward_model: RewardModel, vocab: Vocab,
              config: RLHFConfig | None = None, reward_fn=kl_penalized_rewards, progress: bool = False,
-             ) -> RLHFHistory:
+             callback=None) -> list[dict]:
     """Optimise ``policy`` (in place) against ``reward_model`` with PPO and a KL penalty.
 
     ``reference`` is the frozen SFT model; ``reward_fn(scores, logprobs, ref_logprobs, kl_coef,
     mask)`` turns sequence scores into per-token rewards (the chapter's exercise; the
     reference ``kl_penalized_rewards`` by default). ``progress``: show a progress bar with the
-    latest reward-model score, hidden score and KL.
+    latest reward-model score, hidden score and KL. ``callback``: called after every update with
+    that update's history row; return True to stop.
+
+    Returns the history, one dict per update, measured on that update's rollout (before its
+    update): ``rm_score`` and ``human_score`` (mean reward-model and hidden-rule scores), ``kl``
+    (mean sum_t log pi - log pi_ref per response: k1, nats), ``clip_fraction``, ``approx_kl``
+    (pi_old -> pi_new, last minibatch), ``length`` (mean response tokens), ``wall_time``.
+    Runs on one torch thread (``config.one_torch_thread``).
     """
     cfg = config or RLHFConfig()
+    if not isinstance(cfg, RLHFConfig):
+        raise ValueError(f"config must be an RLHFConfig, got {type(cfg).__name__}")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    prompt_pool = sample_prompts(cfg.iterations * cfg.batch_size, vocab, seed=PROMPT_SEED_RLHF + cfg.seed)
-    opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
-    history = RLHFHistory()
-    bar = tqdm(total=cfg.iterations, disable=not progress, desc=f"RLHF kl_coef={cfg.kl_coef:g}", unit="iter")
+    prompt_pool = sample_prompts(cfg.num_updates * cfg.batch_size, vocab, seed=PROMPT_SEED_RLHF + cfg.seed)
+    opt = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
+    history = []
+    bar = tqdm(total=cfg.num_updates, disable=not progress, desc=f"RLHF kl_coef={cfg.kl_coef:g}", unit="iter")
     start = time.perf_counter()
-    for it in range(cfg.iterations):
+    for it in range(cfg.num_updates):
         # --- rollout: B responses from the current policy --------------------------------
         policy.eval()
         prompts = prompt_pool[it * cfg.batch_size : (it + 1) * cfg.batch_size]
@@ -293,37 +338,27 @@ def rlhf_ppo(policy: TinyLM, reference: TinyLM, reward_model: RewardModel, vocab
         advantages = (advantages - adv_valid.mean()) / (adv_valid.std() + 1e-8)
 
         # --- PPO-Clip updates: several epochs over minibatches of whole responses ------------
-        policy.train()
-        clip_fractions, approx_kl = [], 0.0
-        for _ in range(cfg.ppo_epochs):
-            order = torch.randperm(cfg.batch_size, generator=gen)
-            for idx in order.chunk(cfg.n_minibatches):
-                new_logprobs, new_values = response_logprobs(policy, samples.prompts[idx], samples.responses[idx])
-                m = valid[idx]
-                diag = ppo_objective_with_diagnostics(old_logprobs[idx][m], new_logprobs[m],
-                                                      advantages[idx][m], cfg.epsilon)
-                value_loss = ((new_values[m] - returns[idx][m]) ** 2).mean()
-                loss = diag["loss"] + cfg.vf_coef * value_loss
-                opt.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-                opt.step()
-                clip_fractions.append(diag["clip_fraction"])
-                approx_kl = diag["approx_kl"]
+        clip_fractions, approx_kl = ppo_clip_epochs(policy, opt, samples, old_logprobs, advantages, cfg, gen,
+                                                    returns=returns)
 
         # --- log what this rollout looked like -------------------------------------------
-        history.rm_score.append(scores.mean().item())
-        history.human_score.append(human_scores(samples.sequences, vocab).mean().item())
-        history.kl.append(sequence_kl(old_logprobs, ref_logprobs, mask).mean().item())
-        history.clip_fraction.append(sum(clip_fractions) / len(clip_fractions))
-        history.approx_kl.append(approx_kl)
-        history.length.append(mask.sum(1).mean().item())
+        row = {
+            "update": it + 1,
+            "rm_score": scores.mean().item(),
+            "human_score": human_scores(samples.sequences, vocab).mean().item(),
+            "kl": sequence_kl(old_logprobs, ref_logprobs, mask).mean().item(),
+            "clip_fraction": sum(clip_fractions) / len(clip_fractions),
+            "approx_kl": approx_kl,
+            "length": mask.sum(1).mean().item(),
+            "wall_time": time.perf_counter() - start,
+        }
+        history.append(row)
         bar.update(1)
-        bar.set_postfix(rm=f"{history.rm_score[-1]:.2f}", human=f"{history.human_score[-1]:.2f}",
-                        kl=f"{history.kl[-1]:.1f}")
+        bar.set_postfix(rm=f"{row['rm_score']:.2f}", human=f"{row['human_score']:.2f}", kl=f"{row['kl']:.1f}")
+        if callback is not None and callback(row):
+            break
     bar.close()
     policy.eval()
-    history.seconds = time.perf_counter() - start
     return history
 
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-WEIGHTS_PATH = Path(__file__).with_name("data") / "tiny_lm.pt"
+WEIGHTS_PATH = Path(__file__).parents[1] / "data" / "tiny_lm.pt"
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 _NOT_GENERATED = torch.tensor([0, 1])  # ids of <pad> and <bos>, see Vocab

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _validate
+from .. import validate
 
 
 def preference_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> torch.Tensor:
@@ -18,9 +18,9 @@ def preference_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor
         chosen_rewards: ``[B]`` reward-model scores of the preferred responses.
         rejected_rewards: ``[B]`` scores of the rejected responses.
     """
-    _validate.tensor("chosen_rewards", chosen_rewards, ndim=(1,))
-    _validate.tensor("rejected_rewards", rejected_rewards, ndim=(1,))
-    _validate.same_shape(chosen_rewards=chosen_rewards, rejected_rewards=rejected_rewards)
+    validate.tensor("chosen_rewards", chosen_rewards, ndim=(1,))
+    validate.tensor("rejected_rewards", rejected_rewards, ndim=(1,))
+    validate.same_shape(chosen_rewards=chosen_rewards, rejected_rewards=rejected_rewards)
     return -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
 
 
@@ -51,19 +51,19 @@ def kl_penalized_rewards(
     Returns:
         ``[B, L]`` rewards (constants: no gradient flows into them).
     """
-    _validate.tensor("scores", scores, ndim=(1,))
-    _validate.tensor("logprobs", logprobs, ndim=(2,))
-    _validate.tensor("ref_logprobs", ref_logprobs, ndim=(2,))
-    _validate.same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs)
+    validate.tensor("scores", scores, ndim=(1,))
+    validate.tensor("logprobs", logprobs, ndim=(2,))
+    validate.tensor("ref_logprobs", ref_logprobs, ndim=(2,))
+    validate.same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs)
     if scores.shape[0] != logprobs.shape[0]:
         raise ValueError(f"scores has {scores.shape[0]} entries but logprobs has batch size {logprobs.shape[0]}")
-    kl_coef = _validate.non_negative("kl_coef", kl_coef)
+    kl_coef = validate.non_negative("kl_coef", kl_coef)
     if mask is None:
         mask = torch.ones_like(logprobs)
     else:
         if not isinstance(mask, torch.Tensor):
             raise ValueError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
-        _validate.same_shape(mask=mask, logprobs=logprobs)
+        validate.same_shape(mask=mask, logprobs=logprobs)
         mask = mask.detach().to(logprobs.dtype)
         if not ((mask == 0) | (mask == 1)).all():
             raise ValueError("mask must contain only 0 (padding) and 1 (generated token)")

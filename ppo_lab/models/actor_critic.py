@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Independent, Normal
 
-from . import _validate
-from .continuous import update_running_moments
+from .. import validate
+from ..exercises.continuous import update_running_moments
 
 
 def _layer(in_features: int, out_features: int, gain: float) -> nn.Linear:
@@ -132,7 +132,7 @@ class GaussianActorCritic(ActorCritic):
                  log_std_init: float = 0.0):
         if isinstance(action_dim, bool) or not isinstance(action_dim, int) or action_dim < 1:
             raise ValueError(f"action_dim must be a positive integer, got {action_dim!r}")
-        log_std_init = _validate.number("log_std_init", log_std_init)
+        log_std_init = validate.number("log_std_init", log_std_init)
         super().__init__(obs_dim, action_dim, hidden, normalize_obs)  # self.actor: obs -> mu(s), [B, D]
         self.log_std = nn.Parameter(torch.full((action_dim,), log_std_init))
 

@@ -20,8 +20,6 @@ is ``log_prob`` of the taken actions and ``entropy``.
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
 import time
 from dataclasses import dataclass
 
@@ -30,17 +28,19 @@ import torch
 from gymnasium import spaces
 from tqdm.auto import tqdm
 
-from .agent import ObsNormalizer
-from .envs import ENVS, make_env
-from .gae import compute_gae
-from .pg import pg_loss
-from .ppo import adaptive_beta, get_lr, ppo_kl_objective, ppo_objective_with_diagnostics
+from ..models.actor_critic import ObsNormalizer
+from ..envs import ENVS, make_env
+from .config import TrainerConfig, one_torch_thread
+from ..exercises.gae import compute_gae
+from ..exercises.pg import pg_loss
+from ..exercises.ppo_clip import ppo_objective_with_diagnostics
+from ..exercises.ppo_in_practice import adaptive_beta, get_lr, ppo_kl_objective
 from .rollout import RolloutCollector, as_obs, autoreset_mode, env_and_agent, env_step
-from .trpo import categorical_kl
+from ..exercises.trpo import categorical_kl
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(TrainerConfig):
     """PPO's hyperparameters. The first block are the usual defaults (tuned for MuJoCo/Atari-sized
     problems); ``PPOConfig.fast_cartpole()`` is a setting that solves CartPole in seconds,
     ``PPOConfig.fast_pendulum()`` one that learns Pendulum in about two."""
@@ -71,20 +71,11 @@ class PPOConfig:
     seed: int = 1
 
     def __post_init__(self):
-        for name in ("num_epochs", "num_minibatches", "num_steps", "num_envs", "total_timesteps", "hidden"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name, low, high in (("clip_epsilon", 0.0, 1.0), ("gamma", 0.0, 1.0), ("gae_lambda", 0.0, 1.0)):
-            value = getattr(self, name)
-            if not low < value <= high or (name == "clip_epsilon" and value == high):
-                raise ValueError(f"{name} must be in ({low}, {high}{')' if name == 'clip_epsilon' else ']'}, got {value!r}")
-        for name in ("learning_rate", "max_grad_norm"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("entropy_coef", "value_coef"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        self.check(positive_ints=("num_epochs", "num_minibatches", "num_steps", "num_envs", "total_timesteps", "hidden"),
+                   positive=("learning_rate", "max_grad_norm", "kl_beta", "kl_target"),
+                   non_negative=("entropy_coef", "value_coef"), fractions=("gamma", "gae_lambda"),
+                   open_fractions=("clip_epsilon",), flags=("anneal_lr", "norm_adv", "norm_obs", "scale_rewards",
+                                                        "stagger_starts"))
         if self.target_kl is not None and not self.target_kl > 0:
             raise ValueError(f"target_kl must be > 0 or None (off), got {self.target_kl!r}")
         if self.objective not in ("clip", "kl", "pg"):
@@ -92,14 +83,8 @@ class PPOConfig:
         if self.objective == "pg" and self.num_epochs != 1:
             # A second pass would reuse data from an older policy without any correction for it.
             raise ValueError(f"objective='pg' (vanilla policy gradient) needs num_epochs=1, got {self.num_epochs}")
-        for name in ("kl_beta", "kl_target"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.env not in ENVS:
             raise ValueError(f"env must be one of {sorted(ENVS)}, got {self.env!r}")
-        for name in ("norm_obs", "scale_rewards", "stagger_starts"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.num_steps * self.num_envs < 2 * self.num_minibatches:
             raise ValueError(
                 f"num_minibatches={self.num_minibatches} is too many for a rollout of "
@@ -160,33 +145,7 @@ class PPOConfig:
         )  # fmt: skip
         return cls(**{**tuned, **overrides})
 
-    def replace(self, **changes) -> "PPOConfig":
-        """A copy with some fields changed (validated like a new config)."""
-        return dataclasses.replace(self, **changes)
-
-
-def _one_torch_thread(function):
-    """Run ``function`` with one torch thread, then restore the previous setting.
-
-    Networks this small gain nothing from a second thread, and on a busy machine the threads
-    spin waiting for each other (Adam steps ran 100x slower with two threads on a loaded
-    two-core machine). One thread also fixes the order of
-    floating-point sums, so a seeded run gives the same numbers every time.
-    """
-
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return function(*args, **kwargs)
-        finally:
-            torch.set_num_threads(threads)
-
-    return wrapper
-
-
-@_one_torch_thread
+@one_torch_thread
 def train_ppo(
     config: PPOConfig | None = None, env=None, *, progress: bool = True, callback=None, agent=None, gae_fn=None
 ):
@@ -203,13 +162,13 @@ def train_ppo(
             ``normalize_obs=config.norm_obs`` (default: a new one for the env, ``config.hidden``
             wide, seeded by config.seed).
         gae_fn: the advantage estimator, called as ``gae_fn(rewards, values, dones, last_value,
-            gamma, gae_lambda) -> (advantages, returns)`` (default ``ppo_lab.gae.compute_gae``;
+            gamma, gae_lambda) -> (advantages, returns)`` (default ``ppo_lab.exercises.gae.compute_gae``;
             pass your own to train with it).
 
     Returns:
         ``(agent, history)``: history has one dict per update (see ``_history_row``).
 
-    Runs on the CPU, on one torch thread (see ``_one_torch_thread``): a seeded run is reproducible.
+    Runs on the CPU, on one torch thread (see ``config.one_torch_thread``): a seeded run is reproducible.
     """
     config = PPOConfig() if config is None else config
     if not isinstance(config, PPOConfig):
@@ -235,7 +194,7 @@ def train_ppo(
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        # ---- 1. and 2. Rollout with the current policy, then GAE advantages (ppo_lab/rollout.py) ----
+        # ---- 1. and 2. Rollout with the current policy, then GAE advantages (ppo_lab/algos/rollout.py) ----
         rollout = collector.collect(agent, config.num_steps, config.gamma, config.gae_lambda, gae_fn)
         global_step += config.num_steps * config.num_envs
 
@@ -326,7 +285,7 @@ def _history_row(update, global_step, lr, stats, values, returns, finished_retur
     }
 
 
-@_one_torch_thread
+@one_torch_thread
 def evaluate(agent, env=None, *, episodes: int = 20, deterministic: bool = True, seed: int | None = None) -> list[float]:
     """Returns of ``episodes`` complete episodes of ``agent``, run in parallel.
 

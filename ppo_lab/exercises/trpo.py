@@ -5,7 +5,7 @@ from typing import Callable
 
 import torch
 
-from . import _validate
+from .. import validate
 
 
 def probability_ratio(new_log_probs: torch.Tensor, old_log_probs: torch.Tensor) -> torch.Tensor:
@@ -22,9 +22,9 @@ def probability_ratio(new_log_probs: torch.Tensor, old_log_probs: torch.Tensor) 
     Returns:
         ``[B]`` ratios, differentiable with respect to ``new_log_probs`` only.
     """
-    _validate.tensor("new_log_probs", new_log_probs, ndim=(1,))
-    _validate.tensor("old_log_probs", old_log_probs, ndim=(1,))
-    _validate.same_shape(new_log_probs=new_log_probs, old_log_probs=old_log_probs)
+    validate.tensor("new_log_probs", new_log_probs, ndim=(1,))
+    validate.tensor("old_log_probs", old_log_probs, ndim=(1,))
+    validate.same_shape(new_log_probs=new_log_probs, old_log_probs=old_log_probs)
     return torch.exp(new_log_probs - old_log_probs.detach())
 
 
@@ -41,9 +41,9 @@ def categorical_kl(old_logits: torch.Tensor, new_logits: torch.Tensor) -> torch.
     Returns:
         ``[B]`` non-negative KL divergences.
     """
-    _validate.tensor("old_logits", old_logits, ndim=(2,))
-    _validate.tensor("new_logits", new_logits, ndim=(2,))
-    _validate.same_shape(old_logits=old_logits, new_logits=new_logits)
+    validate.tensor("old_logits", old_logits, ndim=(2,))
+    validate.tensor("new_logits", new_logits, ndim=(2,))
+    validate.same_shape(old_logits=old_logits, new_logits=new_logits)
     old_log_p = torch.log_softmax(old_logits.detach(), dim=-1)
     new_log_p = torch.log_softmax(new_logits, dim=-1)
     return (old_log_p.exp() * (old_log_p - new_log_p)).sum(dim=-1)
@@ -71,9 +71,9 @@ def conjugate_gradient(
     Returns:
         ``[n]`` approximate solution x.
     """
-    _validate.tensor("b", b, ndim=(1,))
-    _validate.positive_int("n_steps", n_steps)
-    _validate.non_negative("tol", tol)
+    validate.tensor("b", b, ndim=(1,))
+    validate.positive_int("n_steps", n_steps)
+    validate.non_negative("tol", tol)
     x = torch.zeros_like(b)
     residual = b.clone()  # b - A x with x = 0
     direction = residual.clone()

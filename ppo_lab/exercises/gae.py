@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _validate
+from .. import validate
 
 
 def compute_gae(
@@ -46,16 +46,16 @@ def compute_gae(
     Returns:
         ``(advantages, returns)``, both shaped like ``rewards``, with no gradient attached.
     """
-    _validate.tensor("rewards", rewards, ndim=(1, 2))
-    _validate.tensor("values", values, ndim=(1, 2))
+    validate.tensor("rewards", rewards, ndim=(1, 2))
+    validate.tensor("values", values, ndim=(1, 2))
     if not isinstance(dones, torch.Tensor):
         raise ValueError(f"dones must be a torch.Tensor, got {type(dones).__name__}")
-    _validate.same_shape(rewards=rewards, values=values, dones=dones)
+    validate.same_shape(rewards=rewards, values=values, dones=dones)
     dones = dones.detach().to(rewards.dtype)
     if not ((dones == 0) | (dones == 1)).all():
         raise ValueError("dones must contain only 0 and 1 (1 = the episode terminated at this step)")
-    gamma = _validate.in_closed_interval("gamma", gamma, 0.0, 1.0)
-    gae_lambda = _validate.in_closed_interval("gae_lambda", gae_lambda, 0.0, 1.0)
+    gamma = validate.in_closed_interval("gamma", gamma, 0.0, 1.0)
+    gae_lambda = validate.in_closed_interval("gae_lambda", gae_lambda, 0.0, 1.0)
     bootstrap = _last_value(last_value, rewards)
 
     rewards, values = rewards.detach(), values.detach()
@@ -81,6 +81,6 @@ def _last_value(last_value, rewards: torch.Tensor) -> torch.Tensor:
                 f"last_value must be a number or have shape {list(step_shape)} (one value per env), "
                 f"got shape {list(last_value.shape)}"
             )
-        _validate.tensor("last_value", last_value.to(rewards.dtype))
+        validate.tensor("last_value", last_value.to(rewards.dtype))
         return last_value.detach().to(rewards.dtype).expand(step_shape).clone()
-    return torch.full(step_shape, _validate.number("last_value", last_value), dtype=rewards.dtype)
+    return torch.full(step_shape, validate.number("last_value", last_value), dtype=rewards.dtype)

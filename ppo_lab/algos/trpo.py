@@ -15,7 +15,6 @@ in the surrogate and the constraint, ``conjugate_gradient`` for the natural grad
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -25,15 +24,16 @@ from torch.distributions import Categorical
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from tqdm.auto import tqdm
 
+from .config import TrainerConfig, one_torch_thread
 from .rollout import Rollout, RolloutCollector, env_and_agent
-from .trpo import categorical_kl, conjugate_gradient, probability_ratio
+from ..exercises.trpo import categorical_kl, conjugate_gradient, probability_ratio
 
 
 @dataclass
-class TRPOConfig:
+class TRPOConfig(TrainerConfig):
     """TRPO's hyperparameters. Rollout fields mean what they mean in ``PPOConfig``. The defaults
-    (128 carts x 32 steps per update, 200k steps) solve CartPole in about 50 updates; give PPO the
-    same ``num_envs``, ``num_steps`` and ``total_timesteps`` to compare the two update for update."""
+    (128 carts x 32 steps per update, 200k steps) are sized for CartPole (tests/test_trpo.py checks
+    the median return over five seeds); give PPO the same ``num_envs``, ``num_steps`` and ``total_timesteps`` to compare the two update for update."""
 
     max_kl: float = 0.02  # trust region: mean KL(pi_old || pi_new) allowed per update
     cg_steps: int = 10  # conjugate-gradient iterations (= Fisher-vector products) per update
@@ -52,21 +52,10 @@ class TRPOConfig:
     seed: int = 1
 
     def __post_init__(self):
-        for name in ("cg_steps", "backtrack_steps", "value_epochs", "value_minibatches", "num_steps", "num_envs",
-                     "total_timesteps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("max_kl", "value_learning_rate"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name, low, high in (("backtrack_coef", 0.0, 1.0), ("gamma", 0.0, 1.0), ("gae_lambda", 0.0, 1.0)):
-            value = getattr(self, name)
-            if not (low < value < high or (name != "backtrack_coef" and value == high)):
-                raise ValueError(f"{name} must be in ({low}, {high}{')' if name == 'backtrack_coef' else ']'}, "
-                                 f"got {value!r}")
-        if not self.cg_damping >= 0:
-            raise ValueError(f"cg_damping must be >= 0, got {self.cg_damping!r}")
+        self.check(positive_ints=("cg_steps", "backtrack_steps", "value_epochs", "value_minibatches", "num_steps",
+                                  "num_envs", "total_timesteps"),
+                   positive=("max_kl", "value_learning_rate"), non_negative=("cg_damping",),
+                   fractions=("gamma", "gae_lambda"), open_fractions=("backtrack_coef",), flags=("norm_adv",))
         if self.total_timesteps < self.num_steps * self.num_envs:
             raise ValueError(f"total_timesteps={self.total_timesteps} is less than one rollout "
                              f"(num_steps * num_envs = {self.num_steps * self.num_envs})")
@@ -75,9 +64,6 @@ class TRPOConfig:
     def num_updates(self) -> int:
         return self.total_timesteps // (self.num_steps * self.num_envs)
 
-    def replace(self, **changes) -> "TRPOConfig":
-        """A copy with some fields changed (validated like a new config)."""
-        return dataclasses.replace(self, **changes)
 
 
 def _flat_grad(output: torch.Tensor, params: list, **kwargs) -> torch.Tensor:
@@ -172,6 +158,7 @@ def fit_value(critic: torch.nn.Module, optimizer: torch.optim.Optimizer, rollout
     return float(np.mean(losses))
 
 
+@one_torch_thread
 def train_trpo(config: TRPOConfig | None = None, env=None, *, progress: bool = True, callback=None, agent=None):
     """Train an actor-critic with TRPO.
 
@@ -190,8 +177,7 @@ def train_trpo(config: TRPOConfig | None = None, env=None, *, progress: bool = T
         ``expected_improvement``, ``backtracks``, ``step_accepted`` and the seconds spent on this
         update's ``rollout_time``, ``policy_time`` (the constrained step) and ``value_time``.
 
-    Set ``torch.set_num_threads(1)`` before calling (small networks only lose from threads; a fixed
-    thread count keeps a seeded run reproducible).
+    Runs on the CPU, on one torch thread (see ``config.one_torch_thread``): a seeded run is reproducible.
     """
     config = TRPOConfig() if config is None else config
     if not isinstance(config, TRPOConfig):

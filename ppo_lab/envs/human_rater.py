@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-from . import tiny_lm
+from ..models import tiny_lm
 
 _POLARITY = {w: 1 for w in tiny_lm.POSITIVE} | {w: -1 for w in tiny_lm.NEGATIVE}
 # Closers carry sentiment too; one word of each closer is enough to count it once.

@@ -23,10 +23,10 @@ import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
-from .agent import ActorCritic, GaussianActorCritic
-from .continuous import update_running_moments
-from .envs import BatchedEnv, make_env
-from .gae import compute_gae
+from ..models.actor_critic import ActorCritic, GaussianActorCritic
+from ..exercises.continuous import update_running_moments
+from ..envs import BatchedEnv, make_env
+from ..exercises.gae import compute_gae
 
 
 @dataclass
@@ -152,7 +152,7 @@ class RolloutCollector:
         ``GaussianActorCritic``); returns the rollout.
 
         ``gae_fn(rewards, values, dones, last_value, gamma, gae_lambda) -> (advantages, returns)``
-        computes the advantages on the ``[T, N]`` rollout (default ``ppo_lab.gae.compute_gae``).
+        computes the advantages on the ``[T, N]`` rollout (default ``ppo_lab.exercises.gae.compute_gae``).
         """
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
             raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")

@@ -1,0 +1,1 @@
+"""What a chapter measures beyond training: exact experiments on small MDPs, sweeps, ablations."""
