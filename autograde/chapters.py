@@ -2,7 +2,7 @@
 browser tests and the README's chapter table are all made from (docs/adding_a_chapter.md).
 
 ``id`` is the assignment: the folder under ``solutions/`` and ``notebooks/`` and the notebook's
-name. The numbering follows the course arc of ../shared/EXERCISE_API.md; chapters 6, 7 and 9 are
+name. The numbering follows the course arc of ../shared/EXERCISE_API.md; chapters 6 and 9 are
 not written yet, so their numbers are free.
 """
 from __future__ import annotations
@@ -48,6 +48,10 @@ CHAPTERS = (
     Chapter("05_gae", "Generalized advantage estimation",
             "GAE done right (bootstrapping, truncation vs termination), the lambda explorer, a full PPO run",
             ("compute_gae",), images=1, figures=5, explorer="lambda"),
+    Chapter("07_continuous", "Continuous actions",
+            "Gaussian policies on a batched Pendulum: clipped actions vs tanh, running moments, a seconds-long "
+            "training run, bootstrapping the time limit and normalisation measured over seeds",
+            ("gaussian_log_prob", "gaussian_entropy", "update_running_moments"), images=6, figures=1),
     Chapter("08_rlhf", "RLHF",
             "a reward model from preferences, PPO with a KL penalty on a tiny language model",
             ("preference_loss", "kl_penalized_rewards"), images=2),

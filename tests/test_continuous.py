@@ -229,6 +229,46 @@ def test_rollout_on_a_gymnasium_pendulum_clips_too():
     assert all(-16.3 * 200 <= r < 0 for r in rollout.episode_returns)
 
 
+def test_bootstrap_truncated_false_treats_the_time_limit_as_a_termination():
+    """Env 0 is cut by the time limit at step 1 of a 3-step rollout. With gae_lambda = 0 each
+    advantage is one TD error, so the two settings differ exactly there, by gamma * V(final_obs)."""
+    gamma, rollouts = 0.9, {}
+    torch.manual_seed(0)
+    agent = GaussianActorCritic(log_std_init=1.0)
+    for bootstrap in (True, False):
+        env = BatchedPendulum(2, seed=0)
+        collector = RolloutCollector(env, seed=0, bootstrap_truncated=bootstrap)
+        env.elapsed_steps = torch.tensor([198, 0])
+        torch.manual_seed(1)  # the same actions in both rollouts
+        rollouts[bootstrap] = collector.collect(agent, num_steps=3, gamma=gamma, gae_lambda=0.0)
+    bootstrapped, terminated = rollouts[True], rollouts[False]
+    assert torch.equal(bootstrapped.actions, terminated.actions)
+    replay = BatchedPendulum(2, seed=0)
+    replay.reset(seed=0)
+    replay.elapsed_steps = torch.tensor([198, 0])
+    actions = bootstrapped.actions.reshape(3, 2, 1)
+    replay.step(actions[0])
+    _, _, _, truncated, info = replay.step(actions[1])
+    assert truncated.tolist() == [True, False]
+    expected = torch.zeros(6)
+    expected[1 * 2 + 0] = gamma * agent.value(info["final_obs"][:1]).item()  # [T, N] flattened: t * N + n
+    torch.testing.assert_close(bootstrapped.advantages - terminated.advantages, expected)
+    with pytest.raises(ValueError, match="bootstrap_truncated must be True or False"):
+        RolloutCollector(BatchedPendulum(2), bootstrap_truncated=0)
+
+
+def test_train_ppo_passes_bootstrap_truncated_to_its_rollouts():
+    # Staggered starts: about one env in six reaches the time limit within a 32-step rollout.
+    config = tiny_pendulum(stagger_starts=True, num_envs=16, total_timesteps=3 * 512)
+    _, bootstrapped = train_ppo(config, progress=False)
+    _, terminated = train_ppo(config.replace(bootstrap_truncated=False), progress=False)
+    assert [row["value_loss"] for row in bootstrapped] != [row["value_loss"] for row in terminated]
+    _, again = train_ppo(config, progress=False)
+    assert [row["value_loss"] for row in bootstrapped] == [row["value_loss"] for row in again]
+    with pytest.raises(ValueError, match="bootstrap_truncated"):
+        tiny_pendulum(bootstrap_truncated="no")
+
+
 def test_stagger_starts_spreads_the_envs_and_reports_only_whole_episodes():
     torch.manual_seed(0)
     env = BatchedPendulum(64, seed=0)

@@ -68,6 +68,7 @@ class PPOConfig(TrainerConfig):
     norm_obs: bool = False  # normalise observations by their running mean and std (the agent's ObsNormalizer)
     scale_rewards: bool = False  # divide rewards by the running std of the discounted return (RewardScaler)
     stagger_starts: bool = False  # start each env's first episode at a random step of its time limit (RolloutCollector)
+    bootstrap_truncated: bool = True  # bootstrap a time-limit cut from V(final_obs); False: treat it as a termination
     seed: int = 1
 
     def __post_init__(self):
@@ -75,7 +76,7 @@ class PPOConfig(TrainerConfig):
                    positive=("learning_rate", "max_grad_norm", "kl_beta", "kl_target"),
                    non_negative=("entropy_coef", "value_coef"), fractions=("gamma", "gae_lambda"),
                    open_fractions=("clip_epsilon",), flags=("anneal_lr", "norm_adv", "norm_obs", "scale_rewards",
-                                                        "stagger_starts"))
+                                                        "stagger_starts", "bootstrap_truncated"))
         if self.target_kl is not None and not self.target_kl > 0:
             raise ValueError(f"target_kl must be > 0 or None (off), got {self.target_kl!r}")
         if self.objective not in ("clip", "kl", "pg"):
@@ -180,7 +181,7 @@ def train_ppo(
         raise ValueError(f"config.norm_obs is {config.norm_obs} but the agent was built with "
                          f"normalize_obs={not config.norm_obs}: they must agree")
     collector = RolloutCollector(env, seed=config.seed, scale_rewards=config.scale_rewards,
-                                 stagger_starts=config.stagger_starts)
+                                 stagger_starts=config.stagger_starts, bootstrap_truncated=config.bootstrap_truncated)
     gae_fn = compute_gae if gae_fn is None else gae_fn
     parameters = list(agent.parameters())
     # fused=True: one kernel for the whole Adam update instead of a few per parameter tensor.

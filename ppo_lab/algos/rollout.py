@@ -119,11 +119,18 @@ class RolloutCollector:
             before GAE; episode returns stay in the env's units.
         stagger_starts: after the first reset, put every env at a random step of its time limit
             (ppo_lab's envs only; draws from torch's random generator).
+        bootstrap_truncated: add gamma * V(final_obs) to the reward of a step cut by the time limit
+            (right). False treats the cut as a termination, as code that ORs the two flags does:
+            chapter 7 measures what that costs.
     """
 
-    def __init__(self, env, seed: int | None = None, scale_rewards: bool = False, stagger_starts: bool = False):
+    def __init__(self, env, seed: int | None = None, scale_rewards: bool = False, stagger_starts: bool = False,
+                 bootstrap_truncated: bool = True):
         if not callable(getattr(env, "step", None)) or not hasattr(env, "num_envs"):
             raise ValueError(f"env must be a vector env such as BatchedCartPole, got {type(env).__name__}")
+        if not isinstance(bootstrap_truncated, bool):
+            raise ValueError(f"bootstrap_truncated must be True or False, got {bootstrap_truncated!r}")
+        self.bootstrap_truncated = bootstrap_truncated
         self.env, self.autoreset_mode = env, autoreset_mode(env)
         self.discrete = isinstance(env.single_action_space, spaces.Discrete)
         self.reward_scaler = RewardScaler(env.num_envs) if scale_rewards else None
@@ -187,7 +194,7 @@ class RolloutCollector:
             # this step's reward (below) and then cut the episode here (done = 1), which stops GAE
             # from looking past it into the next episode.
             cut_by_time_limit = truncated & ~terminated
-            if cut_by_time_limit.any():
+            if self.bootstrap_truncated and cut_by_time_limit.any():
                 bootstraps[t] = gamma * agent.value(final_obs) * cut_by_time_limit
             dones[t] = done.float()
             if self.autoreset_mode is AutoresetMode.NEXT_STEP:
