@@ -1,7 +1,7 @@
-"""``python -m autograde release|grade ...`` (see ``--help``).
+"""``python -m autograde release|grade|feedback|export ...`` (see ``--help``).
 
-Exit code != 0 only when the grader itself cannot run; a bad submission is a status in
-grades.csv, never a failed command.
+Exit code != 0 only when the grader itself cannot run or the submissions cannot be taken in (a
+broken zip, a wrong layout); a bad submission is a status in grades.csv, never a failed command.
 """
 from __future__ import annotations
 
@@ -40,6 +40,28 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--scheduler", metavar="ADDRESS",
                        help="address of a running Dask scheduler, e.g. tcp://10.0.0.1:8786 (--executor dask; "
                             "without it, dask starts a local cluster of --jobs workers)")
+    grade.add_argument("--student", action="append", metavar="ID",
+                       help="regrade only this student (repeatable), even if graded before; the others are left as they are")
+    grade.add_argument("--allow-partial", action="store_true",
+                       help="grade what is in the expected layout and skip the rest (default: stop, naming it)")
+    grade.add_argument("--deadlines", type=Path, metavar="FILE",
+                       help="due dates, extensions and the late penalty (TOML, see docs/autograder.md); "
+                            "kept in the course as deadlines.toml")
+
+    feedback = commands.add_parser("feedback", help="regenerate every student's feedback from the gradebook "
+                                                    "(after manual grading in formgrader)")
+    feedback.add_argument("out", type=Path, help="the course directory that `grade` wrote")
+    feedback.add_argument("--student", action="append", metavar="ID", help="only this student (repeatable)")
+
+    export = commands.add_parser("export", help="write the gradebook as an LMS import file")
+    export.add_argument("out", type=Path, help="the course directory that `grade` wrote")
+    export.add_argument("--format", choices=["canvas", "csv"], default="canvas",
+                        help="canvas: one row per student, one column per chapter (Canvas gradebook import); "
+                             "csv: one row per item with statuses and flags (default: %(default)s)")
+    export.add_argument("--roster", type=Path, metavar="FILE",
+                        help="CSV mapping student_id to name, canvas_id, sis_user_id, sis_login_id, section "
+                             "(or Canvas's own gradebook export)")
+    export.add_argument("--output", type=Path, metavar="FILE", help="where to write (default: OUT/export-FORMAT.csv)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -47,6 +69,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "release":
             for path in course.release(args.release_dir, args.source, args.assignments or None):
                 print(f"released {path}")
+            return 0
+        if args.command == "feedback":
+            from . import feedback, standing
+
+            out = args.out.resolve()
+            standing.refresh(out)  # late penalties and grades.csv from the gradebook first
+            pages = feedback.regenerate(out, set(args.student) if args.student else None)
+            print(f"regenerated {len(pages)} feedback pages in {out / 'feedback'}")
+            return 0
+        if args.command == "export":
+            from .export import export as write_export
+
+            path, warnings = write_export(args.out.resolve(), args.format, args.roster, args.output)
+            for warning in warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+            print(f"wrote {path}")
             return 0
         kind = args.executor or ("dask" if args.scheduler else "local")
         if kind == "local" and args.scheduler:
@@ -56,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
 
         grade_class(args.submissions, args.out, source=args.source, assignment_ids=args.assignment,
                     jobs=args.jobs, limits=Limits(timeout=args.timeout, cell_timeout=args.cell_timeout, memory_mb=args.memory),
-                    executor=executors.create(kind, jobs=args.jobs, scheduler=args.scheduler))
+                    executor=executors.create(kind, jobs=args.jobs, scheduler=args.scheduler),
+                    students=args.student, allow_partial=args.allow_partial, deadlines=args.deadlines)
         return 0
     except course.CourseError as error:
         print(f"error: {error}", file=sys.stderr)

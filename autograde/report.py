@@ -1,4 +1,5 @@
-"""grades.csv and report.html, regenerated from the journal after every run (written atomically)."""
+"""grades.csv and report.html, regenerated from the gradebook's standing after every command
+(``standing.refresh``; written atomically)."""
 from __future__ import annotations
 
 import csv
@@ -8,16 +9,16 @@ import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from . import static
+from . import similarity, static
 from .results import Result
 
-COLUMNS = ["student_id", "assignment", "item", "score", "max_score", "status", "flags", "review", "mistake",
-           "message", "notes"]
+COLUMNS = ["student_id", "assignment", "item", "score", "max_score", "late_penalty", "status", "flags", "review",
+           "mistake", "message", "comment", "notes"]
 
 
 def write(out: Path, results: list[Result]) -> None:
     _atomic_write(out / "grades.csv", grades_csv(results))
-    _atomic_write(out / "report.html", report_html(results))
+    _atomic_write(out / "report.html", report_html(results, similarity.similar_pairs(out)))
 
 
 def rows(results: list[Result]) -> list[dict]:
@@ -26,11 +27,17 @@ def rows(results: list[Result]) -> list[dict]:
         for item in result.items:
             table.append({"student_id": result.student, "assignment": result.assignment, "item": item.item,
                           "score": "" if item.score is None else item.score, "max_score": item.max_score,
+                          "late_penalty": result.late_penalty or "",
                           "status": result.status.value, "flags": ";".join(result.flags),
                           "review": " | ".join(static.Review(**r).as_text() for r in result.review),
-                          "mistake": item.mistake or "", "message": item.message,
-                          "notes": "; ".join(result.notes + ([result.reason] if result.reason else []))})
+                          "mistake": item.mistake or "", "message": item.message, "comment": item.comment,
+                          "notes": "; ".join(result.notes + [m for m in (result.reason, result.late) if m])})
     return table
+
+
+def total(result: Result) -> float:
+    """A submission's points: its items' scores (none yet counts 0) minus the late penalty."""
+    return sum(i.score or 0 for i in result.items) - result.late_penalty
 
 
 def grades_csv(results: list[Result]) -> str:
@@ -42,7 +49,7 @@ def grades_csv(results: list[Result]) -> str:
     return buffer.getvalue()
 
 
-def report_html(results: list[Result]) -> str:
+def report_html(results: list[Result], similar: list[similarity.Pair] = ()) -> str:
     by_assignment = defaultdict(list)
     for result in results:
         by_assignment[result.assignment].append(result)
@@ -50,7 +57,10 @@ def report_html(results: list[Result]) -> str:
              "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}td:first-child{text-align:left}"
              ".bar{fill:#4c72b0}.warn{background:#fff3cd;padding:.5em 1em}code{white-space:pre-wrap}</style>"
-             "<h1>Autograding report</h1>"]
+             "<h1>Autograding report</h1>",
+             "<p>Made from the gradebook (manual grades and late penalties included) by the last <code>grade</code>, "
+             "<code>feedback</code> or <code>export</code> command: after grading by hand in formgrader, run "
+             "<code>python -m autograde feedback</code> or <code>export</code> to bring it up to date.</p>"]
     warnings = sorted({w for r in results for w in r.warnings})
     if warnings:
         parts.append("<div class='warn'><h2>Limits the sandbox did not enforce</h2><ul>" +
@@ -59,9 +69,11 @@ def report_html(results: list[Result]) -> str:
         parts.append(f"<h2>{html.escape(assignment)} — {len(group)} students</h2>")
         parts.append(_table(["status", "students"], sorted(Counter(r.status.value for r in group).items())))
         parts.append("<h3>Items</h3>" + _item_table(group))
-        parts.append("<h3>Total score (autograded items)</h3>" + _histogram(
-            [sum(i.score or 0 for i in r.items) for r in group],
-            sum(i.max_score for i in group[0].items if i.score is not None) if group else 0))
+        parts.append("<h3>Total score (graded items, minus late penalties)</h3>" + _histogram(
+            [total(r) for r in group], sum(i.max_score for i in group[0].items)))
+        late = [(r.student, r.late_penalty, r.late) for r in group if r.late_penalty]
+        if late:
+            parts.append("<h3>Late submissions</h3>" + _table(["student", "penalty", "why"], late))
         mistakes = Counter((i.item, i.mistake) for r in group for i in r.items if i.mistake)
         parts.append("<h3>Recognised mistakes across the class</h3>")
         parts.append(_table(["item", "mistake", "students"], [(item, m, n) for (item, m), n in mistakes.most_common()])
@@ -75,6 +87,14 @@ def report_html(results: list[Result]) -> str:
             parts.append("<h3>Submissions to look at</h3><p>Lines a text scan found worth a look. They cost no "
                          "points: scores come only from what the code did when it ran.</p>" +
                          _table(["student", "where", "code", "why"], review))
+        pairs = [(p.cell, p.first, p.second, f"{100 * p.similarity:.0f}%", p.tokens)
+                 for p in similar if p.assignment == assignment]
+        if pairs:
+            parts.append("<h3>Unusually similar answers</h3><p>Answers whose code, with names, comments and layout "
+                         f"taken out, shares at least {100 * similarity.THRESHOLD:.0f}% of its fingerprints with "
+                         "another's (code most of the class wrote alike does not count). For a human to read side by "
+                         "side; it changes no score.</p>" +
+                         _table(["exercise", "student", "student", "similarity", "tokens"], pairs))
     return "\n".join(parts)
 
 

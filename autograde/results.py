@@ -1,8 +1,12 @@
-"""What grading one submission produces: typed, and the same in the journal, grades.csv and the report."""
+"""What grading one submission produces: typed, and the same in the journal, grades.csv and the report;
+and the journal that keeps it."""
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass, field
 from enum import Enum
+from pathlib import Path
 
 
 class Status(str, Enum):
@@ -34,6 +38,7 @@ class Item:
     max_score: float
     message: str = ""
     mistake: str | None = None
+    comment: str = ""  # the grader's comment in formgrader (written answers)
 
 
 @dataclass
@@ -47,6 +52,8 @@ class Result:
     notes: list[str] = field(default_factory=list)  # what intake did (renamed notebook, extra files)
     warnings: list[str] = field(default_factory=list)  # limits the sandbox could not enforce
     items: list[Item] = field(default_factory=list)
+    late_penalty: float = 0.0  # points taken for lateness (from the gradebook: standing.read)
+    late: str = ""  # how late, for a human
     course_dir: str = ""  # the worker's throw-away course, merged by the parent
     retry: bool = False  # a grader failure: grade again on the next run
 
@@ -58,3 +65,34 @@ class Result:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**{**known, "status": Status(known.get("status", "ok")),
                       "items": [Item(**item) for item in known.get("items", [])]})
+
+
+class Journal:
+    """One JSON line per graded (student, assignment): the result and the fingerprint of what was
+    graded (submission content + course source); the last line for a pair wins."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[tuple[str, str], tuple[Result, str]] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                    result = Result.from_dict(entry)
+                except (ValueError, TypeError, KeyError):
+                    continue  # the line being written when the grader was killed
+                self.entries[(result.student, result.assignment)] = (result, entry["fingerprint"])
+
+    def done(self, student: str, assignment: str, fingerprint: str) -> bool:
+        result, done_fingerprint = self.entries.get((student, assignment), (None, None))
+        return result is not None and done_fingerprint == fingerprint and not result.retry
+
+    def append(self, result: Result, fingerprint: str) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({**result.to_dict(), "fingerprint": fingerprint}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.entries[(result.student, result.assignment)] = (result, fingerprint)
+
+    def results(self) -> list[Result]:
+        return sorted((result for result, _ in self.entries.values()), key=lambda r: (r.assignment, r.student))

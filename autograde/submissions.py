@@ -13,16 +13,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
-STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}$")
 MAX_NOTEBOOK_BYTES = 20_000_000
-MAX_ZIP_BYTES = 2_000_000_000
 DECISIVE = ("grade", "solution", "locked", "points", "task", "grade_id", "schema_version")  # nbgrader cell metadata
 
 
@@ -33,34 +29,6 @@ class Prepared:
     notebooks: dict[str, nbformat.NotebookNode] = field(default_factory=dict)  # master name -> notebook
     problems: dict[str, tuple[str, str]] = field(default_factory=dict)  # master name -> (status, reason)
     notes: list[str] = field(default_factory=list)
-
-
-def unpack(submissions: Path, into: Path) -> Path:
-    """A .zip of the submitted layout is extracted (safely) into ``into``; a folder is used as is.
-    A zip with a single top-level folder holding the students is accepted too."""
-    if submissions.is_dir():
-        return submissions
-    with zipfile.ZipFile(submissions) as archive:
-        members = [m for m in archive.infolist() if not m.is_dir() and not m.filename.startswith("__MACOSX/")]
-        if sum(m.file_size for m in members) > MAX_ZIP_BYTES:
-            raise ValueError(f"{submissions} unpacks to more than {MAX_ZIP_BYTES // 10**9} GB")
-        for member in members:
-            target = (into / member.filename).resolve()
-            if not target.is_relative_to(into.resolve()):
-                continue  # "../" or absolute names: never written outside
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(member) as source, open(target, "wb") as sink:
-                sink.write(source.read())
-    entries = [p for p in into.iterdir() if not p.name.startswith(".")]
-    if len(entries) == 1 and entries[0].is_dir() and all(
-            not any(a.suffix == ".ipynb" for a in s.iterdir()) for s in entries[0].iterdir() if s.is_dir()) \
-            and any(any(a.is_dir() for a in s.iterdir()) for s in entries[0].iterdir() if s.is_dir()):
-        return entries[0]
-    return into
-
-
-def students(root: Path) -> list[str]:
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and STUDENT_ID.match(p.name))
 
 
 def fingerprint(folder: Path) -> str:

@@ -274,9 +274,30 @@ def test_gradebook_holds_the_grader_scores_for_every_student(graded):
     out, grades, _ = graded
     with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
         assert {s.id for s in gb.students} == set(EXPECTED)
-        for student, (_, pg, ratio, _) in EXPECTED.items():
+        for student, (status, pg, ratio, _) in EXPECTED.items():
+            if status == "missing":  # not a submission: formgrader would list it as "needs autograding"
+                assert student not in {s.student.id for s in gb.find_assignment(ASSIGNMENT).submissions}
+                continue
             assert gb.find_grade("test_pg_loss", ASSIGNMENT, ASSIGNMENT, student).score == pg, student
             assert gb.find_grade("test_probability_ratio", ASSIGNMENT, ASSIGNMENT, student).score == ratio, student
+
+
+def test_tampered_and_review_flagged_work_is_flagged_in_formgrader(graded):
+    """Formgrader shows our statuses: nbgrader's flag, and a note for the graders in a comment box."""
+    from nbgrader.api import Gradebook
+
+    from autograde.feedback import FLAG_NOTE
+
+    out, grades, _ = graded
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        for student, (status, _, _, _) in EXPECTED.items():
+            if status == "missing":
+                continue
+            row = grades[student]["test_pg_loss"]
+            expected = status == "tampered" or bool(row["review"]) or bool(row["flags"])
+            assert gb.find_submission_notebook(ASSIGNMENT, ASSIGNMENT, student).flagged == expected, (student, row)
+        note = gb.find_comment("solution_pg_loss", ASSIGNMENT, ASSIGNMENT, "sends_garbage").comment
+        assert note.startswith(FLAG_NOTE) and "malformed" in note
 
 
 def test_monkeypatched_allclose_earns_nothing(graded):
