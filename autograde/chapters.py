@@ -2,8 +2,8 @@
 browser tests and the README's chapter table are all made from (docs/adding_a_chapter.md).
 
 ``id`` is the assignment: the folder under ``solutions/`` and ``notebooks/`` and the notebook's
-name. The numbering follows the course arc of ../shared/EXERCISE_API.md; chapters 6 and 9 are
-not written yet, so their numbers are free.
+name. The numbering follows the course arc of ../shared/EXERCISE_API.md; chapter 6 is not
+written yet, so its number is free.
 """
 from __future__ import annotations
 
@@ -55,6 +55,10 @@ CHAPTERS = (
     Chapter("08_rlhf", "RLHF",
             "a reward model from preferences, PPO with a KL penalty on a tiny language model",
             ("preference_loss", "kl_penalized_rewards"), images=2),
+    Chapter("09_beyond_ppo", "Beyond PPO",
+            "DPO from the KL-regularised objective, GRPO/RLOO without a critic, reward over-optimisation measured and "
+            "fitted, and PPO, GRPO, RLOO and DPO side by side",
+            ("dpo_loss", "group_advantages", "leave_one_out_advantages"), images=4),
 )
 IDS = tuple(chapter.id for chapter in CHAPTERS)
 

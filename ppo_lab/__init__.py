@@ -12,6 +12,7 @@ from .exercises.pg import pg_loss, reward_to_go
 from .exercises.ppo_clip import clip_active_mask, ppo_clip_objective, ppo_objective_with_diagnostics
 from .exercises.ppo_in_practice import adaptive_beta, adaptive_epsilon, get_lr, ppo_kl_objective
 from .exercises.rlhf import kl_penalized_rewards, preference_loss
+from .exercises.beyond_ppo import dpo_loss, group_advantages, leave_one_out_advantages
 from .algos.ppo import PPOConfig, evaluate, train_ppo
 from .exercises.trpo import categorical_kl, conjugate_gradient, probability_ratio
 from .algos.trpo import TRPOConfig, train_trpo
@@ -29,11 +30,14 @@ __all__ = [
     "clip_active_mask",
     "compute_gae",
     "conjugate_gradient",
+    "dpo_loss",
     "evaluate",
     "gaussian_entropy",
     "gaussian_log_prob",
     "get_lr",
+    "group_advantages",
     "kl_penalized_rewards",
+    "leave_one_out_advantages",
     "pg_loss",
     "ppo_clip_objective",
     "ppo_kl_objective",
