@@ -31,8 +31,7 @@ from ..exercises.beyond_ppo import group_advantages, leave_one_out_advantages
 from ..exercises.rlhf import kl_penalized_rewards
 from ..models.tiny_lm import Samples, TinyLM, Vocab, generate, response_logprobs, sample_prompts
 from .config import TrainerConfig, one_torch_thread
-from .rlhf import (MAX_NEW_TOKENS, PROMPT_SEED_RLHF, RewardModel, human_scores, ppo_clip_epochs,
-                   sequence_kl)
+from .rlhf import MAX_NEW_TOKENS, PROMPT_SEED_RLHF, RewardModel, ppo_clip_epochs, rollout_row
 
 ESTIMATORS = ("grpo", "dr_grpo", "rloo")
 
@@ -153,19 +152,10 @@ def train_grpo(policy: TinyLM, reference: TinyLM, reward_model: RewardModel, voc
         clip_fractions, approx_kl = ppo_clip_epochs(policy, opt, samples, old_logprobs, token_advantages, cfg, gen)
 
         # --- log what this rollout looked like -------------------------------------------------
-        grouped = group.rewards
-        row = {
-            "update": it + 1,
-            "rm_score": group.scores.mean().item(),
-            "human_score": human_scores(samples.sequences, vocab).mean().item(),
-            "kl": sequence_kl(old_logprobs, group.ref_logprobs, mask).mean().item(),
-            "clip_fraction": sum(clip_fractions) / len(clip_fractions),
-            "approx_kl": approx_kl,
-            "length": mask.sum(1).mean().item(),
-            "reward_std": grouped.std(dim=1).mean().item(),
-            "zero_std_groups": (grouped.std(dim=1) < 1e-6).float().mean().item(),
-            "wall_time": time.perf_counter() - start,
-        }
+        row = {**rollout_row(it, group.scores, samples, old_logprobs, group.ref_logprobs, vocab, clip_fractions,
+                             approx_kl, start),
+               "reward_std": group.rewards.std(dim=1).mean().item(),  # how much a prompt's G responses differ
+               "zero_std_groups": (group.rewards.std(dim=1) < 1e-6).float().mean().item()}  # groups that teach nothing
         history.append(row)
         bar.update(1)
         bar.set_postfix(rm=f"{row['rm_score']:.2f}", human=f"{row['human_score']:.2f}", kl=f"{row['kl']:.1f}")

@@ -342,16 +342,7 @@ def rlhf_ppo(policy: TinyLM, reference: TinyLM, reward_model: RewardModel, vocab
                                                     returns=returns)
 
         # --- log what this rollout looked like -------------------------------------------
-        row = {
-            "update": it + 1,
-            "rm_score": scores.mean().item(),
-            "human_score": human_scores(samples.sequences, vocab).mean().item(),
-            "kl": sequence_kl(old_logprobs, ref_logprobs, mask).mean().item(),
-            "clip_fraction": sum(clip_fractions) / len(clip_fractions),
-            "approx_kl": approx_kl,
-            "length": mask.sum(1).mean().item(),
-            "wall_time": time.perf_counter() - start,
-        }
+        row = rollout_row(it, scores, samples, old_logprobs, ref_logprobs, vocab, clip_fractions, approx_kl, start)
         history.append(row)
         bar.update(1)
         bar.set_postfix(rm=f"{row['rm_score']:.2f}", human=f"{row['human_score']:.2f}", kl=f"{row['kl']:.1f}")
@@ -360,6 +351,25 @@ def rlhf_ppo(policy: TinyLM, reference: TinyLM, reward_model: RewardModel, vocab
     bar.close()
     policy.eval()
     return history
+
+
+def rollout_row(update: int, scores: torch.Tensor, samples: Samples, old_logprobs: torch.Tensor,
+                ref_logprobs: torch.Tensor, vocab: Vocab, clip_fractions: list[float], approx_kl: float,
+                start: float) -> dict:
+    """The history row of update ``update`` (0-based) of an RLHF trainer, measured on its rollout:
+    ``scores`` ``[B]`` of the reward model, the rollout's ``[B, L]`` log-probs under the policy
+    that sampled it and under the reference, the clip fractions of its minibatch steps, the last
+    step's approx KL, and the trainer's ``start`` time (``time.perf_counter``)."""
+    return {
+        "update": update + 1,
+        "rm_score": scores.mean().item(),
+        "human_score": human_scores(samples.sequences, vocab).mean().item(),
+        "kl": sequence_kl(old_logprobs, ref_logprobs, samples.mask).mean().item(),
+        "clip_fraction": sum(clip_fractions) / len(clip_fractions),
+        "approx_kl": approx_kl,
+        "length": samples.mask.sum(1).mean().item(),
+        "wall_time": time.perf_counter() - start,
+    }
 
 
 @torch.no_grad()
