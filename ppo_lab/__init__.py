@@ -8,6 +8,7 @@ from .models.actor_critic import ActorCritic, GaussianActorCritic
 from .exercises.continuous import gaussian_entropy, gaussian_log_prob, update_running_moments
 from .envs import BatchedCartPole, BatchedPendulum
 from .exercises.gae import compute_gae
+from .exercises.build_ppo import fixed_ppo_update, ppo_loss, ppo_update
 from .exercises.pg import pg_loss, reward_to_go
 from .exercises.ppo_clip import clip_active_mask, ppo_clip_objective, ppo_objective_with_diagnostics
 from .exercises.ppo_in_practice import adaptive_beta, adaptive_epsilon, get_lr, ppo_kl_objective
@@ -32,6 +33,7 @@ __all__ = [
     "conjugate_gradient",
     "dpo_loss",
     "evaluate",
+    "fixed_ppo_update",
     "gaussian_entropy",
     "gaussian_log_prob",
     "get_lr",
@@ -41,7 +43,9 @@ __all__ = [
     "pg_loss",
     "ppo_clip_objective",
     "ppo_kl_objective",
+    "ppo_loss",
     "ppo_objective_with_diagnostics",
+    "ppo_update",
     "preference_loss",
     "probability_ratio",
     "reward_to_go",

@@ -6,12 +6,13 @@ One update of PPO:
      log-probabilities, values, rewards).
   2. Advantages: Generalized Advantage Estimation over the rollout, bootstrapping wherever an
      episode did not really end (time-limit truncation, end of the rollout).
-  3. Optimisation: ``num_epochs`` passes over the rollout in ``num_minibatches`` shuffled
-     minibatches, minimising the PPO-Clip loss + value loss - entropy bonus.
+  3. Optimisation (``ppo_update``, chapter 6): ``num_epochs`` passes over the rollout in
+     ``num_minibatches`` shuffled minibatches, minimising the PPO-Clip loss + value loss - entropy bonus.
 Then the rollout is thrown away and the next update collects a fresh one with the new policy.
 
 Every reference function of the course appears where it is used: ``compute_gae`` (chapter 5),
-``ppo_objective_with_diagnostics`` and ``get_lr`` (chapters 3 and 4), ``update_running_moments``
+``ppo_update`` and ``ppo_loss`` (chapter 6, ``exercises/build_ppo.py``), which use
+``ppo_objective_with_diagnostics`` (chapter 3), ``get_lr`` (chapter 4), ``update_running_moments``
 (chapter 7) in the observation normaliser and the reward scaler.
 
 Discrete (CartPole) and continuous (Pendulum) actions go through the same code: the policy is a
@@ -33,7 +34,7 @@ from ..envs import ENVS, make_env
 from .config import TrainerConfig, one_torch_thread
 from ..exercises.gae import compute_gae
 from ..exercises.pg import pg_loss
-from ..exercises.ppo_clip import ppo_objective_with_diagnostics
+from ..exercises.build_ppo import STAT_KEYS, ppo_update
 from ..exercises.ppo_in_practice import adaptive_beta, get_lr, ppo_kl_objective
 from .rollout import RolloutCollector, as_obs, autoreset_mode, env_and_agent, env_step
 from ..exercises.trpo import categorical_kl
@@ -53,13 +54,15 @@ class PPOConfig(TrainerConfig):
     gae_lambda: float = 0.95  # GAE bias/variance trade-off
     entropy_coef: float = 0.01  # weight of the entropy bonus (keeps exploring)
     value_coef: float = 0.5  # weight of the value loss
-    max_grad_norm: float = 0.5  # gradients are rescaled to at most this global norm
+    max_grad_norm: float | None = 0.5  # gradients are rescaled to at most this global norm (None: not clipped)
     num_steps: int = 2048  # steps per env per rollout (rollout = num_steps * num_envs transitions)
     num_envs: int = 8  # parallel environments
     total_timesteps: int = 500_000  # env steps over the whole run
     anneal_lr: bool = True  # linear decay of the learning rate to 0 over the run (get_lr)
     target_kl: float | None = None  # stop an update's epochs early once approx KL exceeds this
     norm_adv: bool = True  # normalise advantages per minibatch (mean 0, std 1)
+    clip_value_loss: bool = False  # clip V(s) to V_old(s) +/- clip_epsilon in the value loss (OpenAI baselines')
+    adam_eps: float = 1e-5  # Adam's epsilon (PyTorch's default is 1e-8)
     objective: str = "clip"  # policy loss: "clip" (PPO-Clip), "kl" (PPO-KL) or "pg" (vanilla policy gradient)
     kl_beta: float = 1.0  # PPO-KL: initial penalty weight, adapted after every update (adaptive_beta)
     kl_target: float = 0.01  # PPO-KL: the KL per update that adaptive_beta steers towards
@@ -73,10 +76,12 @@ class PPOConfig(TrainerConfig):
 
     def __post_init__(self):
         self.check(positive_ints=("num_epochs", "num_minibatches", "num_steps", "num_envs", "total_timesteps", "hidden"),
-                   positive=("learning_rate", "max_grad_norm", "kl_beta", "kl_target"),
+                   positive=("learning_rate", "kl_beta", "kl_target", "adam_eps"),
                    non_negative=("entropy_coef", "value_coef"), fractions=("gamma", "gae_lambda"),
                    open_fractions=("clip_epsilon",), flags=("anneal_lr", "norm_adv", "norm_obs", "scale_rewards",
-                                                        "stagger_starts", "bootstrap_truncated"))
+                                                        "stagger_starts", "bootstrap_truncated", "clip_value_loss"))
+        if self.max_grad_norm is not None:
+            self.check(positive=("max_grad_norm",))
         if self.target_kl is not None and not self.target_kl > 0:
             raise ValueError(f"target_kl must be > 0 or None (off), got {self.target_kl!r}")
         if self.objective not in ("clip", "kl", "pg"):
@@ -148,7 +153,8 @@ class PPOConfig(TrainerConfig):
 
 @one_torch_thread
 def train_ppo(
-    config: PPOConfig | None = None, env=None, *, progress: bool = True, callback=None, agent=None, gae_fn=None
+    config: PPOConfig | None = None, env=None, *, progress: bool = True, callback=None, agent=None, gae_fn=None,
+    update_fn=None,
 ):
     """Train an actor-critic with PPO.
 
@@ -165,6 +171,11 @@ def train_ppo(
         gae_fn: the advantage estimator, called as ``gae_fn(rewards, values, dones, last_value,
             gamma, gae_lambda) -> (advantages, returns)`` (default ``ppo_lab.exercises.gae.compute_gae``;
             pass your own to train with it).
+        update_fn: the optimisation phase of every update, called as ``update_fn(agent, optimizer,
+            rollout, config) -> dict`` (default ``ppo_lab.exercises.build_ppo.ppo_update``; pass your
+            own to train with it). It must return ``ppo_update``'s means. PPO-KL and vanilla PG
+            (``config.objective``) call it with the keyword ``policy_objective`` as well, which
+            only ppo_lab's ``ppo_update`` takes: with your own update, keep ``objective="clip"``.
 
     Returns:
         ``(agent, history)``: history has one dict per update (see ``_history_row``).
@@ -183,9 +194,12 @@ def train_ppo(
     collector = RolloutCollector(env, seed=config.seed, scale_rewards=config.scale_rewards,
                                  stagger_starts=config.stagger_starts, bootstrap_truncated=config.bootstrap_truncated)
     gae_fn = compute_gae if gae_fn is None else gae_fn
-    parameters = list(agent.parameters())
+    if update_fn is not None and config.objective != "clip":
+        raise ValueError(f"objective={config.objective!r} trains with ppo_lab's ppo_update only; an update_fn of "
+                         f"your own trains PPO-Clip (objective='clip')")
+    update_fn = ppo_update if update_fn is None else update_fn
     # fused=True: one kernel for the whole Adam update instead of a few per parameter tensor.
-    optimizer = torch.optim.Adam(parameters, lr=config.learning_rate, eps=1e-5, fused=True)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=config.learning_rate, eps=config.adam_eps, fused=True)
     history, start, global_step = [], time.perf_counter(), 0
     kl_beta = config.kl_beta
 
@@ -199,48 +213,13 @@ def train_ppo(
         rollout = collector.collect(agent, config.num_steps, config.gamma, config.gae_lambda, gae_fn)
         global_step += config.num_steps * config.num_envs
 
-        # ---- 3. Optimisation: several epochs of minibatch steps on the same rollout ----
-        stats = {"policy_loss": [], "value_loss": [], "entropy": [], "clip_fraction": [], "approx_kl": []}
-        kl_exceeded = False
-        for _epoch in range(config.num_epochs):
-            for batch in torch.randperm(len(rollout)).tensor_split(config.num_minibatches):
-                policy = agent.policy(rollout.obs[batch])
-                new_log_probs = policy.log_prob(rollout.actions[batch])
-                entropy = policy.entropy().mean()
-                batch_advantages = rollout.advantages[batch]
-                if config.norm_adv:
-                    # Per minibatch: the loss scale stays the same whatever the reward scale.
-                    batch_advantages = (batch_advantages - batch_advantages.mean()) / (batch_advantages.std() + 1e-8)
-                # ratio = exp(new - old log-prob) with the old log-probs constant, clipped at 1 +/- eps.
-                ppo = ppo_objective_with_diagnostics(
-                    rollout.log_probs[batch], new_log_probs, batch_advantages, config.clip_epsilon
-                )
-                if config.objective == "clip":
-                    policy_loss = ppo["loss"]
-                elif config.objective == "kl":  # a KL penalty instead of the clip
-                    ratio = torch.exp(new_log_probs - rollout.log_probs[batch])
-                    policy_loss = ppo_kl_objective(ratio, batch_advantages, rollout.logits[batch], policy.logits, kl_beta)
-                else:  # "pg": one step per rollout, where the ratio is 1 and PPO's gradient is this one anyway
-                    policy_loss = pg_loss(new_log_probs, batch_advantages)
-                value_loss = (agent.value(rollout.obs[batch]) - rollout.returns[batch]).pow(2).mean()
-                loss = policy_loss + config.value_coef * value_loss - config.entropy_coef * entropy
-
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-                optimizer.step()
-
-                for key, value in (("policy_loss", policy_loss), ("value_loss", value_loss), ("entropy", entropy)):
-                    stats[key].append(value.item())
-                stats["clip_fraction"].append(ppo["clip_fraction"])
-                stats["approx_kl"].append(ppo["approx_kl"])
-                # The policy has moved further from the one that collected the data than we trust:
-                # stop reusing this rollout.
-                if config.target_kl is not None and ppo["approx_kl"] > config.target_kl:
-                    kl_exceeded = True
-                    break
-            if kl_exceeded:
-                break
+        # ---- 3. Optimisation: num_epochs passes of minibatch steps on this rollout (ppo_update) ----
+        if config.objective == "clip":
+            stats = update_fn(agent, optimizer, rollout, config)
+        else:  # PPO-KL or vanilla PG: the same update with another policy term in the loss
+            stats = update_fn(agent, optimizer, rollout, config,
+                              policy_objective=_policy_objective(config.objective, rollout, kl_beta))
+        _check_stats(stats)
         if config.objective == "kl":
             # PPO-KL adapts beta from how far this whole update moved the policy: the exact KL between
             # the policy that collected the rollout and the updated one, averaged over the rollout's
@@ -269,8 +248,33 @@ def train_ppo(
     return agent, history
 
 
+def _policy_objective(objective: str, rollout, kl_beta: float):
+    """The policy term of PPO-KL or vanilla PG, as ``ppo_update``'s ``policy_objective`` hook:
+    ``(batch, policy, new_log_probs, advantages) -> Tensor[]`` on the minibatch ``batch`` of ``rollout``."""
+    if objective == "kl":  # a KL penalty instead of the clip; the penalty needs pi_old's whole distribution
+        def kl_penalised(batch, policy, new_log_probs, advantages):
+            ratio = torch.exp(new_log_probs - rollout.log_probs[batch])
+            return ppo_kl_objective(ratio, advantages, rollout.logits[batch], policy.logits, kl_beta)
+
+        return kl_penalised
+
+    def policy_gradient(batch, policy, new_log_probs, advantages):
+        # One step per rollout, where the ratio is 1 and PPO's gradient is this one anyway.
+        return pg_loss(new_log_probs, advantages)
+
+    return policy_gradient
+
+
+def _check_stats(stats) -> None:
+    """An update_fn must report what ppo_update reports (the history rows are made of it)."""
+    if not isinstance(stats, dict) or not set(STAT_KEYS) <= set(stats):
+        got = sorted(stats) if isinstance(stats, dict) else type(stats).__name__
+        raise ValueError(f"update_fn must return a dict with the keys {', '.join(STAT_KEYS)} and num_steps "
+                         f"(the means over its optimizer steps), got {got}")
+
+
 def _history_row(update, global_step, lr, stats, values, returns, finished_returns, start) -> dict:
-    """One update's diagnostics as plain Python numbers."""
+    """One update's diagnostics as plain Python numbers (``stats``: the update's means, see ``ppo_update``)."""
     # Explained variance: 1 = the critic predicts the returns perfectly, 0 = no better than their mean.
     returns_var = returns.var().item()
     explained_variance = float("nan") if returns_var == 0 else 1.0 - (returns - values).var().item() / returns_var
@@ -278,7 +282,7 @@ def _history_row(update, global_step, lr, stats, values, returns, finished_retur
         "update": update + 1,
         "global_step": global_step,
         "learning_rate": lr,
-        **{key: float(np.mean(values_)) for key, values_ in stats.items()},
+        **{key: float(stats[key]) for key in STAT_KEYS},
         "explained_variance": explained_variance,
         "episode_returns": finished_returns,
         "mean_episode_return": float(np.mean(finished_returns)) if finished_returns else float("nan"),
