@@ -153,7 +153,8 @@ def run_all(seeds=range(1, 11), settings=None, progress=True) -> dict:
     runs = [run(setting, seed) for setting, seed in tqdm(jobs, desc="ablation runs", disable=not progress)]
     budget = PPOConfig.fast_cartpole()
     return {"budget_steps": budget.total_timesteps, "seeds": list(seeds), "solved_threshold": SOLVED,
-            "eval_episodes": EVAL_EPISODES, "eval_seed": EVAL_SEED, "torch": torch.__version__, "runs": runs}
+            "eval_episodes": EVAL_EPISODES, "eval_seed": EVAL_SEED, "torch": torch.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "runs": runs}  # the machine: see the test
 
 
 def load_table(path: Path = TABLE_PATH) -> dict:
