@@ -1,7 +1,7 @@
 """Steps 1 and 2 of every update, for every trainer here: run the current policy in a vector env,
 then compute GAE advantages on what it saw.
 
-``RolloutCollector`` does this for PPO (``train.py``), TRPO (``trpo_train.py``) and chapter 1's
+``RolloutCollector`` does this for PPO (``algos/ppo.py``), TRPO (``algos/trpo.py``) and chapter 1's
 single oversized step. The rollout is time-major ``[T, N]`` while it is collected (GAE runs
 backwards in time, per env) and flattened to ``[B]`` transitions at the end.
 
