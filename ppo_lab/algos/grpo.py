@@ -152,10 +152,11 @@ def train_grpo(policy: TinyLM, reference: TinyLM, reward_model: RewardModel, voc
         clip_fractions, approx_kl = ppo_clip_epochs(policy, opt, samples, old_logprobs, token_advantages, cfg, gen)
 
         # --- log what this rollout looked like -------------------------------------------------
+        spread = group.rewards.std(dim=1)  # [P]: how much a prompt's G responses differ
         row = {**rollout_row(it, group.scores, samples, old_logprobs, group.ref_logprobs, vocab, clip_fractions,
                              approx_kl, start),
-               "reward_std": group.rewards.std(dim=1).mean().item(),  # how much a prompt's G responses differ
-               "zero_std_groups": (group.rewards.std(dim=1) < 1e-6).float().mean().item()}  # groups that teach nothing
+               "reward_std": spread.mean().item(),
+               "zero_std_groups": (spread < 1e-6).float().mean().item()}  # groups that teach nothing
         history.append(row)
         bar.update(1)
         bar.set_postfix(rm=f"{row['rm_score']:.2f}", human=f"{row['human_score']:.2f}", kl=f"{row['kl']:.1f}")

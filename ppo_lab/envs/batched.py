@@ -75,6 +75,15 @@ class BatchedEnv:
     def close(self) -> None:
         """Nothing to release; here for the vector-env API."""
 
+    def _one_action_per_env(self, actions) -> np.ndarray:
+        """``actions`` (tensor or array) as a numpy array of shape ``[N]``: one discrete action per env."""
+        if isinstance(actions, torch.Tensor):
+            actions = actions.cpu().numpy()
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs,):
+            raise ValueError(f"actions must have shape [{self.num_envs}] (one per env), got {list(actions.shape)}")
+        return actions
+
     def _check_reset(self) -> None:
         if self._needs_reset:
             raise RuntimeError("call reset() before step()")

@@ -93,11 +93,7 @@ class BatchedCartPole(BatchedEnv):
 
     def _check_actions(self, actions) -> np.ndarray:
         """``[N]`` bool array, True = push right, from actions in {0, 1}."""
-        if isinstance(actions, torch.Tensor):
-            actions = actions.cpu().numpy()
-        actions = np.asarray(actions)
-        if actions.shape != (self.num_envs,):
-            raise ValueError(f"actions must have shape [{self.num_envs}] (one per env), got {list(actions.shape)}")
+        actions = self._one_action_per_env(actions)
         if actions.dtype.kind not in "iu":
             raise ValueError(f"actions must be integers 0 or 1, got dtype {actions.dtype}")
         push_right = actions == 1

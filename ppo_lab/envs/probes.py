@@ -82,11 +82,7 @@ class ProbeEnv(BatchedEnv):
         return torch.from_numpy(state[:, :1].astype(np.float32)).to(self.device)
 
     def _check_actions(self, actions) -> np.ndarray:
-        if isinstance(actions, torch.Tensor):
-            actions = actions.cpu().numpy()
-        actions = np.asarray(actions)
-        if actions.shape != (self.num_envs,):
-            raise ValueError(f"actions must have shape [{self.num_envs}] (one per env), got {list(actions.shape)}")
+        actions = self._one_action_per_env(actions)
         if actions.dtype.kind not in "iu" or ((actions < 0) | (actions >= self.num_actions)).any():
             raise ValueError(f"actions must be integers in [0, {self.num_actions}), got {np.unique(actions).tolist()}")
         return actions
