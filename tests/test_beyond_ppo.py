@@ -481,9 +481,15 @@ def test_the_overoptimisation_fit_recovers_a_gold_peak_for_rl_while_the_proxy_ke
 def test_best_of_n_raises_proxy_and_gold_and_spends_less_kl_than_rl_for_it(chapter):
     rows = best_of_n(chapter["sft"], chapter["reward_model"], chapter["vocab"], n_prompts=64, n_samples=64)
     assert [r["n"] for r in rows] == [1, 2, 4, 8, 16, 32, 64]
-    for key in ("proxy", "gold"):
-        values = [r[key] for r in rows]
-        assert values == sorted(values), (key, values)
+    # The proxy's curve is non-decreasing by construction (a random (n+1)-subset's best is at least as good
+    # as a random n-subset's of it), on any machine. The gold one is a measurement: measured here it rose
+    # +0.32, +0.25, +0.15 up to n = 8, then by +0.02-0.08 a step. Asserted with margins that other samples
+    # (another CPU's kernels) keep: a clear rise to n = 8, never 0.05 below its best so far after it.
+    proxy = [r["proxy"] for r in rows]
+    assert proxy == sorted(proxy), proxy
+    gold = [r["gold"] for r in rows]
+    assert all(later > earlier + 0.05 for earlier, later in zip(gold[:4], gold[1:4])), gold
+    assert all(value > max(gold[:i]) - 0.05 for i, value in enumerate(gold[4:], start=4)), gold
     gains = rows[-1]["gold"] - rows[0]["gold"]
     assert gains > 0.5 and rows[-1]["kl"] < chapter["sweep"]["runs"]["ppo"][0]["final"]["kl"]
     fitted = fit("bon", [r["d"] for r in rows], [r["gold"] - rows[0]["gold"] for r in rows])
